@@ -1,0 +1,7 @@
+"""rnnscan: Keras's ``backend.rnn`` loop on NumPy, JAX, PyTorch and TensorFlow arrays."""
+
+from ._rnn import rnn
+
+__version__ = "0.1.0"
+
+__all__ = ["rnn", "__version__"]

@@ -1,0 +1,158 @@
+"""``rnn()``: validate, normalise, pick the backend, run the loop, shape the result."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import _tree
+from . import _validate as v
+from ._step import Step
+from .backends import Backend, backend_for, framework_of
+from .backends._base import python_loop
+
+
+def rnn(
+    step_function: Callable[[Any, tuple[Any, ...]], tuple[Any, Sequence[Any]]],
+    inputs: Any,
+    initial_states: Any,
+    go_backwards: bool = False,
+    mask: Any = None,
+    constants: Sequence[Any] | None = None,
+    unroll: bool = False,
+    input_length: Any = None,
+    time_major: bool = False,
+    zero_output_for_mask: bool = False,
+    return_all_outputs: bool = True,
+) -> tuple[Any, Any, Any]:
+    """Iterate ``step_function`` over the time axis of ``inputs``, as ``tf.keras.backend.rnn``.
+
+    Args:
+        step_function: ``(input_t, states) -> (output_t, new_states)``. ``input_t``
+            has the structure of ``inputs`` with leaves ``(batch, ...)``; ``states``
+            is a tuple: the current states followed by the ``constants``;
+            ``new_states`` is a list or tuple like ``initial_states``.
+        inputs: ``(batch, time, ...)`` (``(time, batch, ...)`` with ``time_major``),
+            rank >= 3, or a nested structure (tuple, list, dict, namedtuple) of
+            such arrays sharing batch and time. Its framework picks the backend:
+            NumPy, JAX, PyTorch or TensorFlow.
+        initial_states: a list or tuple of states, each an array ``(batch, ...)``
+            or a nested structure of them (a single array is one state).
+        go_backwards: process time in reverse; ``outputs`` come in processing
+            order (the reversed sequence).
+        mask: ``(batch, time)`` or ``(batch, time, 1)``, bool or numeric
+            (nonzero keeps). At a masked step every state keeps its previous
+            value and the output repeats the previous output (zeros before the
+            first step), or is zeros with ``zero_output_for_mask``.
+        constants: values appended to the states at every step.
+        unroll: run an unrolled Python loop instead of the backend's loop.
+        input_length: with no ``mask``, a ``(batch,)`` integer array of lengths
+            masking the steps past each length (an int masks nothing).
+        time_major: inputs and outputs are ``(time, batch, ...)``.
+        zero_output_for_mask: masked steps output zeros.
+        return_all_outputs: if False, ``outputs`` is ``(batch, 1, ...)``, the last output.
+
+    Returns:
+        ``(last_output, outputs, new_states)``: ``last_output`` ``(batch, ...)``,
+        ``outputs`` ``(batch, time, ...)`` (structured like the step's output) and
+        ``new_states`` structured like ``initial_states``.
+    """
+    v.check_step_function(step_function)
+    v.check_flags(
+        go_backwards=go_backwards,
+        unroll=unroll,
+        time_major=time_major,
+        zero_output_for_mask=zero_output_for_mask,
+        return_all_outputs=return_all_outputs,
+    )
+    input_leaves, inputs_spec = _tree.flatten(inputs)
+    is_array = _is_array
+    state_seq = v.as_state_sequence(initial_states, is_array)
+    state_leaves, states_spec = _tree.flatten(state_seq)
+    constants = v.as_constants(constants, is_array)
+
+    backend = backend_for([*input_leaves, *state_leaves])
+    if backend is None:
+        given = v.describe(input_leaves[0]) if input_leaves else v.describe(inputs)
+        raise TypeError(
+            f"rnnscan.rnn: `inputs` must be NumPy, JAX, PyTorch or TensorFlow arrays (or a nested "
+            f"structure of them); got {given}."
+        )
+    v.check_same_framework(backend, "inputs", input_leaves, arrays_only=True)
+    v.check_same_framework(backend, "initial_states", state_leaves, arrays_only=True)
+    v.check_same_framework(backend, "constants", _tree.leaves(constants), arrays_only=False)
+    like = next((x for x in input_leaves if backend.owns(x)), None)
+    input_leaves = [backend.asarray(x, like) for x in input_leaves]
+    state_leaves = [backend.asarray(s, like) for s in state_leaves]
+
+    time_steps, batch = v.check_inputs(backend, input_leaves, time_major)
+    v.check_states(backend, state_leaves, batch)
+    if mask is not None:
+        mask = v.check_mask(backend, mask, time_steps, batch, time_major, bool(state_leaves))
+        lengths = None
+    else:
+        lengths = v.check_input_length(backend, input_length, batch)
+    v.check_static_time(unroll, time_steps)
+
+    # Normalise once: time first, masks as (time, batch) bool, in processing order.
+    if not time_major:
+        input_leaves = [backend.swap_batch_time(x) for x in input_leaves]
+    step_mask = None
+    if mask is not None:
+        step_mask = _mask_in_processing_order(backend, mask, time_major, go_backwards)
+    elif lengths is not None:
+        step_mask = _lengths_to_mask(backend, lengths, backend.time_steps(input_leaves[0]), go_backwards)
+    if go_backwards:
+        input_leaves = [backend.flip_time(x) for x in input_leaves]
+
+    step = Step(
+        backend,
+        step_function,
+        constants,
+        inputs_spec,
+        _tree.unflatten(states_spec, state_leaves),
+        states_spec,
+        batch,
+        zero_output_for_mask,
+    )
+    loop = functools.partial(python_loop, backend) if unroll else backend.scan
+    state_leaves, last_leaves, output_leaves = loop(step, state_leaves, input_leaves, step_mask, return_all_outputs)
+
+    if output_leaves is None:
+        output_leaves = [backend.expand_front(o) for o in last_leaves]
+    if not time_major:
+        output_leaves = [backend.swap_batch_time(o) for o in output_leaves]
+    assert step.output_spec is not None
+    return (
+        _tree.unflatten(step.output_spec, last_leaves),
+        _tree.unflatten(step.output_spec, output_leaves),
+        _tree.unflatten(states_spec, state_leaves),
+    )
+
+
+def _is_array(x: Any) -> bool:
+    return framework_of(x) is not None
+
+
+def _mask_in_processing_order(backend: Backend, mask: Any, time_major: bool, go_backwards: bool) -> Any:
+    """A ``(batch, time[, 1])`` (or time-major) mask as ``(time, batch)`` bool, reversed if need be."""
+    if len(backend.shape(mask)) == 3:
+        mask = mask[..., 0]
+    mask = backend.to_bool(mask)
+    if not time_major:
+        mask = backend.swap_batch_time(mask)
+    return backend.flip_time(mask) if go_backwards else mask
+
+
+def _lengths_to_mask(backend: Backend, lengths: Any, time_steps: Any, go_backwards: bool) -> Any:
+    """``(time, batch)`` bool: step ``t`` of the processing order is kept.
+
+    Forward, sample ``b`` keeps ``t < lengths[b]``. Backward, tf-keras keeps
+    ``t > max(lengths) - 1 - lengths[b]``: the last ``lengths[b]`` processing
+    steps when the longest length equals the number of time steps.
+    """
+    t = backend.reshape(backend.arange(time_steps, like=lengths), (-1, 1))
+    if go_backwards:
+        return backend.reshape(backend.max(lengths) - 1 - lengths, (1, -1)) < t
+    return backend.reshape(lengths, (1, -1)) > t
