@@ -90,8 +90,7 @@ class Case:
         return fw.tree_numpy(result)
 
 
-def make_case(config: Config, rng: np.random.Generator, batch: int = 3, time: int = 6,
-              dtype: Any = np.float32) -> Case:
+def make_case(config: Config, rng: np.random.Generator, batch: int = 3, time: int = 6, dtype: Any = np.float32) -> Case:
     units, k, d1, d2 = 4, 2, 3, 2
 
     def normal(*shape: int) -> np.ndarray:

@@ -118,9 +118,7 @@ def check_inputs(backend: Backend, leaves: Sequence[Any], time_major: bool) -> t
         t, b = shape[time_axis], shape[batch_axis]
         if t is not None:
             if time_steps is not None and t != time_steps:
-                raise _error(
-                    ValueError, "inputs", f"nested arrays sharing one time size {time_steps}", describe(leaf)
-                )
+                raise _error(ValueError, "inputs", f"nested arrays sharing one time size {time_steps}", describe(leaf))
             time_steps = t
         if b is not None:
             if batch is not None and b != batch:
@@ -142,9 +140,7 @@ def check_states(backend: Backend, leaves: Sequence[Any], batch: Any) -> None:
             )
 
 
-def check_mask(
-    backend: Backend, mask: Any, time_steps: Any, batch: Any, time_major: bool, has_states: bool
-) -> Any:
+def check_mask(backend: Backend, mask: Any, time_steps: Any, batch: Any, time_major: bool, has_states: bool) -> Any:
     """The mask as a ``(batch, time)`` (or ``(time, batch)``) array of the backend, bool or numeric."""
     if not has_states:
         raise _error(ValueError, "initial_states", "at least one state when `mask` is given", "no states")
