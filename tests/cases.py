@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from frameworks import Framework
 
 MASK_KINDS = ("none", "bool2d", "float3d", "all_masked_rows", "first_step_masked")

@@ -7,6 +7,7 @@ import zlib
 
 import numpy as np
 import pytest
+
 from frameworks import BACKENDS, Framework, framework, installed
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

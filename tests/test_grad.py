@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import rnnscan
+
 from frameworks import Framework, gradient
 
 

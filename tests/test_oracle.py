@@ -8,10 +8,11 @@ import zlib
 import numpy as np
 import optree
 import pytest
-from cases import Config, configurations, make_case
-from oracle import reference
 
 import rnnscan
+
+from cases import Config, configurations, make_case
+from oracle import reference
 
 CONFIGS = configurations()
 
