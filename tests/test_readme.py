@@ -29,3 +29,10 @@ def test_example_runs(code):
     outputs, h, last = namespace["outputs"], namespace["h"], namespace["last"]
     assert tuple(outputs.shape) == (4, 10, 16)
     assert tuple(h.shape) == tuple(last.shape) == (4, 16)
+
+
+def test_ci_runs_the_readmes_test_command_verbatim():
+    text = README.read_text()
+    test_command = re.search(r"```bash\n(.*?)```", text, flags=re.S).group(1).splitlines()[-1]
+    ci = (README.parent / ".ci" / "run").read_text().splitlines()
+    assert test_command in ci
