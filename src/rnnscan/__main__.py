@@ -1,0 +1,39 @@
+"""``python -m rnnscan demo | bench``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line: one subcommand per tool."""
+    parser = argparse.ArgumentParser(prog="python -m rnnscan", description="rnnscan's command-line tools.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,bench}")
+    from .demo import add_arguments
+
+    demo = commands.add_parser(
+        "demo", help="train a custom recurrent cell with rnnscan.rnn on Python's own source code"
+    )
+    add_arguments(demo)
+    bench = commands.add_parser("bench", help="time rnnscan against its peers (needs rnnscan.bench)", add_help=False)
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to rnnscan.bench")
+    args = parser.parse_args(argv)
+
+    if args.command == "demo":
+        from .demo import run_from_args
+
+        return run_from_args(args)
+    try:
+        bench_module = importlib.import_module("rnnscan.bench")
+    except ModuleNotFoundError as error:
+        if error.name not in ("rnnscan.bench",):
+            raise
+        print("python -m rnnscan bench: not available in this version of rnnscan (no rnnscan.bench).", file=sys.stderr)
+        return 2
+    return int(bench_module.main(args.args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
