@@ -18,6 +18,7 @@ import importlib
 import importlib.util
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -79,6 +80,7 @@ def installed(name: str) -> bool:
     """True if the framework ``name`` is installed and imports."""
     if importlib.util.find_spec(name) is None:
         return False
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up log lines hide the demo's
     try:
         importlib.import_module(name)
     except Exception:  # a broken installation counts as absent

@@ -113,7 +113,7 @@ class TorchTrainer:
         loss.backward()
         self.torch.nn.utils.clip_grad_norm_(self.params.values(), CLIP)
         self.optimizer.step()
-        return float(loss)
+        return float(loss.detach())
 
     def evaluate(self, batch: Batch) -> tuple[float, float]:
         with self.torch.no_grad():
@@ -140,7 +140,7 @@ class TensorflowTrainer:
         v2 = [tf.Variable(tf.zeros_like(v)) for v in variables]
         t = tf.Variable(0.0)
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(autograph=False)
         def update(inputs: Any, targets: Any, mask: Any, indent: Any, lr: Any) -> Any:
             with tf.GradientTape() as tape:
                 loss = mean_loss(ops, self.params, inputs, targets, mask, indent)
@@ -148,14 +148,17 @@ class TensorflowTrainer:
             t.assign_add(1.0)
             scale = lr * tf.sqrt(1 - BETAS[1] ** t) / (1 - BETAS[0] ** t)
             for p, g, m_i, v_i in zip(variables, grads, m, v2):
+                g = tf.convert_to_tensor(g)  # the embedding tables' gradients come as IndexedSlices
                 m_i.assign(BETAS[0] * m_i + (1 - BETAS[0]) * g)
                 v_i.assign(BETAS[1] * v_i + (1 - BETAS[1]) * g * g)
                 p.assign_sub(scale * m_i / (tf.sqrt(v_i) + EPS))
             return loss
 
         self._update = update
-        self._evaluate = tf.function(lambda *b: loss_terms(ops, self.params, *b))
-        self._advance = tf.function(lambda h, tokens, indent: forward(ops, self.params, tokens, indent, h0=h))
+        self._evaluate = tf.function(autograph=False)(lambda *b: loss_terms(ops, self.params, *b))
+        self._advance = tf.function(autograph=False)(
+            lambda h, tokens, indent: forward(ops, self.params, tokens, indent, h0=h)
+        )
 
     def train_step(self, batch: Batch, lr: float) -> float:
         return float(self._update(*_arrays(self.ops, batch), np.float32(lr)))
