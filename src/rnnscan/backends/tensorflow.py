@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tensorflow as tf
 
-from ._base import Backend
+from ._base import Backend, python_loop
+
+if TYPE_CHECKING:
+    from .._step import Step
 
 
 class TensorflowBackend(Backend):
@@ -40,6 +43,9 @@ class TensorflowBackend(Backend):
     def reshape(self, x: Any, shape: Sequence[int]) -> Any:
         return tf.reshape(x, shape)
 
+    def expand_front(self, x: Any) -> Any:
+        return tf.expand_dims(x, 0)
+
     def where(self, condition: Any, x: Any, y: Any) -> Any:
         return tf.where(condition, x, y)
 
@@ -61,6 +67,101 @@ class TensorflowBackend(Backend):
     def time_steps(self, x: Any) -> Any:
         static = x.shape[0]
         return static if static is not None else tf.shape(x)[0]
+
+    def scan(
+        self, step: Step, states: list[Any], inputs: list[Any], mask: Any | None, keep_all: bool
+    ) -> tuple[list[Any], list[Any], list[Any] | None]:
+        """Eagerly, the Python loop; in a graph (``tf.function``, XLA), :func:`while_loop`."""
+        if tf.executing_eagerly():
+            return python_loop(self, step, states, inputs, mask, keep_all)
+        return while_loop(step, states, inputs, mask, keep_all)
+
+
+def while_loop(
+    step: Step, states: list[Any], inputs: list[Any], mask: Any | None, keep_all: bool
+) -> tuple[list[Any], list[Any], list[Any] | None]:
+    """``tf.while_loop`` over axis 0, inputs read from and outputs written to ``TensorArray``s.
+
+    ``inputs``: flat leaves ``(time, batch, ...)`` in processing order (time may be
+    unknown); ``mask``: ``(time, batch)`` bool or None. The loop carries the step
+    counter, the output ``TensorArray``s (only when ``keep_all``), the last output
+    leaves ``(batch, ...)`` and the state leaves. Returns what :meth:`Backend.scan`
+    returns; stacked outputs ``(time, batch, ...)`` have the static time size of
+    ``inputs`` where that is known.
+    """
+    static_time = inputs[0].shape[0]
+    time_steps = static_time if static_time is not None else tf.shape(inputs[0])[0]
+
+    # The output's structure, shape and dtype, from the step function applied once
+    # to the time-zero inputs (as tf-keras does). Nothing at run time depends on
+    # this call, so a graph prunes it: the zeros below are built from static
+    # shapes and the batch size of the inputs, not from its result.
+    spec = step.call(states, [x[0] for x in inputs])[0]
+    first_output = [_zeros_like_output(o, inputs[0]) for o in spec]
+
+    input_tas = [tf.TensorArray(x.dtype, size=time_steps, element_shape=x.shape[1:]).unstack(x) for x in inputs]
+    mask_ta = None
+    if mask is not None:
+        mask_ta = tf.TensorArray(tf.bool, size=time_steps, element_shape=mask.shape[1:]).unstack(mask)
+    output_tas = [tf.TensorArray(o.dtype, size=time_steps, element_shape=o.shape) for o in spec] if keep_all else []
+
+    # The body is plain TensorFlow already: AutoGraph has nothing to convert.
+    @tf.autograph.experimental.do_not_convert
+    def body(t: Any, tas: list[Any], prev_output: list[Any], states: list[Any]) -> Any:
+        x_t = [ta.read(t) for ta in input_tas]
+        mask_t = mask_ta.read(t) if mask_ta is not None else None
+        new_states, output = step(states, prev_output, x_t, mask_t)
+        # Loop variables keep their shapes: give results the (compatible, checked
+        # on the first call) static shapes of what they replace.
+        new_states = [_with_shape_of(n, s) for n, s in zip(new_states, states)]
+        output = [_with_shape_of(o, p) for o, p in zip(output, prev_output)]
+        tas = [ta.write(t, o) for ta, o in zip(tas, output)]
+        return t + 1, tas, output, new_states
+
+    @tf.autograph.experimental.do_not_convert
+    def cond(t: Any, *_: Any) -> Any:
+        return t < time_steps
+
+    _, output_tas, last, states = tf.while_loop(
+        cond,
+        body,
+        (tf.constant(0, tf.int32), output_tas, first_output, list(states)),
+        # A fixed bound lets XLA size the gradient's accumulators (and costs nothing measurable).
+        maximum_iterations=time_steps,
+        parallel_iterations=32,
+    )
+    if not keep_all:
+        return states, last, None
+    outputs = []
+    for ta, o in zip(output_tas, spec):
+        stacked = ta.stack()
+        stacked.set_shape([static_time, *o.shape])
+        outputs.append(stacked)
+    return states, last, outputs
+
+
+def _zeros_like_output(output: Any, like_input: Any) -> Any:
+    """Zeros of the shape and dtype of one output leaf ``(batch, ...)``.
+
+    Built from static shapes and the batch size of ``like_input`` ``(time, batch,
+    ...)``, so that they do not depend on ``output``'s value; ``tf.zeros_like`` only
+    where a non-batch dimension is unknown.
+    """
+    dims = output.shape.as_list()
+    if any(d is None for d in dims[1:]):
+        return tf.zeros_like(output)
+    if dims[0] is not None:
+        return tf.zeros(dims, output.dtype)
+    zeros = tf.zeros(tf.concat([tf.shape(like_input)[1:2], dims[1:]], 0), output.dtype)
+    zeros.set_shape(dims)
+    return zeros
+
+
+def _with_shape_of(new: Any, old: Any) -> Any:
+    """``new`` (a graph tensor) with the static shape of ``old`` merged in."""
+    if new.shape != old.shape:
+        new.set_shape(old.shape)
+    return new
 
 
 BACKEND = TensorflowBackend()
