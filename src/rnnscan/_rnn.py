@@ -92,7 +92,7 @@ def rnn(
         mask = v.check_mask(backend, mask, time_steps, batch, time_major, bool(state_leaves))
         lengths = None
     else:
-        lengths = v.check_input_length(backend, input_length, batch)
+        lengths = v.check_input_length(backend, input_length, batch, time_steps)
     v.check_static_time(unroll, time_steps)
 
     # Normalise once: time first, masks as (time, batch) bool, in processing order.

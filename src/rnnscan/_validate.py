@@ -161,9 +161,17 @@ def check_mask(backend: Backend, mask: Any, time_steps: Any, batch: Any, time_ma
     return mask
 
 
-def check_input_length(backend: Backend, input_length: Any, batch: Any) -> Any:
-    """None or an int: no masking. Else the lengths as a ``(batch,)`` integer array of the backend."""
-    if input_length is None or (isinstance(input_length, (int, np.integer)) and not isinstance(input_length, bool)):
+def check_input_length(backend: Backend, input_length: Any, batch: Any, time_steps: Any = None) -> Any:
+    """None or an int: no masking. Else the lengths as a ``(batch,)`` integer array of the backend.
+
+    Lengths must lie in ``[0, time_steps]``; this is checked where their values
+    are concrete (NumPy, eager PyTorch and TensorFlow, JAX arrays outside a
+    trace) and skipped where they are symbolic.
+    """
+    if input_length is None:
+        return None
+    if isinstance(input_length, (int, np.integer)) and not isinstance(input_length, bool):
+        _check_length_range(np.asarray([input_length]), time_steps, describe(input_length))
         return None
     expected = f"None, an int, or an integer array of shape ({batch if batch is not None else 'batch'},)"
     check_same_framework(backend, "input_length", [input_length], arrays_only=True)
@@ -175,7 +183,48 @@ def check_input_length(backend: Backend, input_length: Any, batch: Any) -> Any:
         raise _error(ValueError, "input_length", expected, describe(lengths))
     if not backend.is_integer(lengths):
         raise _error(TypeError, "input_length", expected, describe(lengths))
+    values = _concrete_values(backend, lengths)
+    if values is not None:
+        _check_length_range(values, time_steps, describe(lengths))
     return lengths
+
+
+def _check_length_range(values: np.ndarray, time_steps: Any, given: str) -> None:
+    if values.size == 0:
+        return
+    low, high = int(values.min()), int(values.max())
+    if low < 0 or (time_steps is not None and high > time_steps):
+        bound = "the number of time steps" if time_steps is None else f"the number of time steps, {time_steps}"
+        raise _error(
+            ValueError,
+            "input_length",
+            f"lengths between 0 and {bound}",
+            f"{given} holding lengths from {low} to {high}",
+        )
+
+
+def _concrete_values(backend: Backend, x: Any) -> np.ndarray | None:
+    """The values of ``x`` as NumPy where they are known now; None where ``x`` is symbolic."""
+    if backend.name == "numpy":
+        return np.asarray(x)
+    if backend.name == "jax":
+        import jax
+
+        return None if isinstance(x, jax.core.Tracer) else np.asarray(x)
+    if backend.name == "torch":
+        import torch
+
+        if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
+            return None
+        try:  # functorch-wrapped (vmap, grad) and meta tensors have no values to read
+            return x.detach().cpu().numpy()
+        except (RuntimeError, NotImplementedError, TypeError):
+            return None
+    if backend.name == "tensorflow":
+        import tensorflow as tf
+
+        return x.numpy() if tf.executing_eagerly() and hasattr(x, "numpy") else None
+    return None
 
 
 def check_static_time(unroll: bool, time_steps: Any) -> None:
