@@ -262,7 +262,7 @@ def generate(model: Any, seed: int) -> list[str]:
         choice = np.array([rng.choice(len(row), p=row) for row in p], np.int32)
         out[:, t] = choice
         tokens = np.where(choice == EOL, BOS, choice)[:, None].astype(np.int32)
-    return [" " * (4 * int(i)) + decode(row) for i, row in zip(indent, out)]
+    return [(" " * (4 * int(i)) + decode(row)).rstrip() for i, row in zip(indent, out)]
 
 
 def plot(plt: Any, losses: list[float], held_out: float, baseline: float, backend: str, path: Path) -> None:
