@@ -94,10 +94,11 @@ def check_same_framework(backend: Backend, argument: str, leaves: Sequence[Any],
             continue
         other = framework_of(leaf)
         if other is not None:
+            like = "" if argument == "inputs" else " like `inputs`"
             raise _error(
                 TypeError,
                 argument,
-                f"{backend.name} arrays like `inputs` (or NumPy arrays), not arrays of two frameworks",
+                f"{backend.name} arrays{like} (or NumPy arrays), not arrays of two frameworks",
                 f"a {other} array ({describe(leaf)})",
             )
         if arrays_only:
@@ -171,7 +172,8 @@ def check_input_length(backend: Backend, input_length: Any, batch: Any, time_ste
     if input_length is None:
         return None
     if isinstance(input_length, (int, np.integer)) and not isinstance(input_length, bool):
-        _check_length_range(np.asarray([input_length]), time_steps, describe(input_length))
+        if input_length < 0 or (time_steps is not None and input_length > time_steps):
+            raise _error(ValueError, "input_length", _length_range(time_steps), describe(input_length))
         return None
     expected = f"None, an int, or an integer array of shape ({batch if batch is not None else 'batch'},)"
     check_same_framework(backend, "input_length", [input_length], arrays_only=True)
@@ -194,13 +196,14 @@ def _check_length_range(values: np.ndarray, time_steps: Any, given: str) -> None
         return
     low, high = int(values.min()), int(values.max())
     if low < 0 or (time_steps is not None and high > time_steps):
-        bound = "the number of time steps" if time_steps is None else f"the number of time steps, {time_steps}"
         raise _error(
-            ValueError,
-            "input_length",
-            f"lengths between 0 and {bound}",
-            f"{given} holding lengths from {low} to {high}",
+            ValueError, "input_length", _length_range(time_steps), f"{given} holding lengths from {low} to {high}"
         )
+
+
+def _length_range(time_steps: Any) -> str:
+    bound = "the number of time steps" if time_steps is None else f"the number of time steps, {time_steps}"
+    return f"lengths between 0 and {bound}"
 
 
 def _concrete_values(backend: Backend, x: Any) -> np.ndarray | None:
