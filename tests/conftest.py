@@ -7,10 +7,25 @@ import zlib
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 from frameworks import BACKENDS, Framework, framework, installed
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Hypothesis: a fixed seed and a bounded example count by default (CI);
+# `pytest --hypothesis-profile=long` runs 20x more examples.
+HYPOTHESIS_EXAMPLES = 40
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    max_examples=HYPOTHESIS_EXAMPLES,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile("long", parent=settings.get_profile("ci"), max_examples=20 * HYPOTHESIS_EXAMPLES)
+settings.load_profile("ci")
 
 
 def _params(names: tuple[str, ...]) -> list:
