@@ -10,8 +10,8 @@ every output with respect to W, U and b), each in one ``tf.function``, for
 * ``rnnscan``: ``rnnscan.rnn`` (same step function, same arguments),
 * ``rnnscan_xla``: ``rnnscan.rnn`` under ``tf.function(jit_compile=True)``.
 
-Calls are interleaved round-robin (one call of each variant per round) so that
-load from other processes hits all of them alike; the table shows the median
+Calls are interleaved (one call of each variant per round, in a fresh random
+order every round) so that load from other processes hits all of them alike; the table shows the median
 per call after warm-up and the ratios rnnscan / tf_keras and rnnscan_xla /
 rnnscan (below 1.0 is faster). Usage::
 
@@ -110,6 +110,7 @@ def main() -> None:
     check_same_numbers(variants)  # also traces and compiles every pass
 
     medians: dict[str, dict[str, float]] = {}
+    order = np.random.default_rng(0)
     for pass_name in ("forward", "forward+backward"):
         calls = {v: passes[pass_name] for v, passes in variants.items()}
         for _ in range(args.warmup):
@@ -117,8 +118,8 @@ def main() -> None:
                 _run(fn)
         times: dict[str, list[float]] = {v: [] for v in calls}
         for _ in range(args.rounds):
-            for v, fn in calls.items():
-                times[v].append(_run(fn))
+            for v in order.permutation(list(calls)):  # no variant always runs first or after XLA
+                times[v].append(_run(calls[v]))
         medians[pass_name] = {v: statistics.median(t) for v, t in times.items()}
 
     ratios = {

@@ -126,15 +126,16 @@ def while_loop(
         tas = [ta.write(t, o) for ta, o in zip(tas, output)]
         return t + 1, tas, output, new_states
 
+    # The bound is ``maximum_iterations`` alone (XLA needs it to size the gradient's
+    # accumulators); the condition adds no second test of it.
     @tf.autograph.experimental.do_not_convert
-    def cond(t: Any, *_: Any) -> Any:
-        return t < time_steps
+    def cond(*_: Any) -> Any:
+        return tf.constant(True)
 
     _, output_tas, last, states = tf.while_loop(
         cond,
         body,
         (tf.constant(0, tf.int32), output_tas, first_output, list(states)),
-        # A fixed bound lets XLA size the gradient's accumulators (and costs nothing measurable).
         maximum_iterations=time_steps,
         parallel_iterations=32,
     )
