@@ -670,6 +670,31 @@ def test_reference_errors_are_value_errors() -> None:
     assert all(r.exception is ValueError for r in ROWS if r.reference)
 
 
+@pytest.mark.parametrize("tracer", ["jax.jit", "tf.function"])
+def test_input_length_range_is_not_checked_when_traced(tracer: str, rng: np.random.Generator) -> None:
+    """Symbolic lengths have no values to check: the call traces and runs (as tf-keras: a length
+    past the end masks nothing, a negative one masks every step)."""
+    lengths = np.array([TIME + 2, -1, 2], np.int32)
+    fw = framework("jax" if tracer == "jax.jit" else "tensorflow")
+    kit = Kit(fw, rng)
+    call = kit.call()
+    step, x, states = call["step_function"], call["inputs"], call["initial_states"]
+    if tracer == "jax.jit":
+        import jax
+
+        run = jax.jit(lambda n: rnnscan.rnn(step, x, states, input_length=n))
+    else:
+        import tensorflow as tf
+
+        run = tf.function(lambda n: rnnscan.rnn(step, x, states, input_length=n))
+    last, outputs, _ = fw.tree_numpy(run(fw.asarray(lengths)))
+    full = fw.tree_numpy(rnnscan.rnn(step, x, states))[1]
+    np.testing.assert_allclose(outputs[0], full[0], rtol=1e-5)  # past the end: nothing masked
+    np.testing.assert_array_equal(outputs[1], 0.0)  # negative: every step masked
+    with pytest.raises(ValueError, match="`input_length`"):
+        rnnscan.rnn(step, x, states, input_length=fw.asarray(lengths))  # concrete: refused
+
+
 # -- docs/errors.md ----------------------------------------------------------------
 
 
