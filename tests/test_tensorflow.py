@@ -350,3 +350,22 @@ def test_drop_in_for_tf_keras_layers(
     assert len(got) == len(expected)
     for a, e in zip(got, expected):
         np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6)
+
+
+def test_backend_reshape_skips_only_no_op_reshapes() -> None:
+    from rnnscan.backends import get_backend
+
+    backend = get_backend("tensorflow")
+    seen: dict[str, Any] = {}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.bool), tf.TensorSpec([None, 3], tf.float32)])
+    def run(m: Any, x: Any) -> Any:
+        seen["same"] = backend.reshape(m, (-1, 1)) is m
+        seen["rank3"] = backend.reshape(m, (-1, 1, 1)).shape.as_list()
+        seen["unknown_size"] = backend.reshape(x, (-1, 3)) is x
+        seen["swapped"] = backend.reshape(x, (3, -1)) is x
+        return backend.reshape(x, (3, -1))
+
+    out = run(tf.ones((2, 1), tf.bool), tf.reshape(tf.range(6, dtype=tf.float32), (2, 3)))
+    assert seen == {"same": True, "rank3": [None, 1, 1], "unknown_size": True, "swapped": False}
+    np.testing.assert_array_equal(out.numpy(), np.arange(6, dtype=np.float32).reshape(3, 2))

@@ -20,6 +20,11 @@ from ._base import Backend, python_loop
 if TYPE_CHECKING:
     from .._step import Step
 
+try:  # how tf-keras tells an XLA trace (no public API says it)
+    from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext as _in_xla_context
+except ImportError:  # pragma: no cover - then every graph loop gets the XLA bound
+    _in_xla_context = None
+
 
 class TensorflowBackend(Backend):
     name = "tensorflow"
@@ -49,6 +54,8 @@ class TensorflowBackend(Backend):
         return tf.reverse(x, [0])
 
     def reshape(self, x: Any, shape: Sequence[int]) -> Any:
+        if _same_static_shape(x, shape):  # no op in a loop body for a no-op reshape
+            return x
         return tf.reshape(x, shape)
 
     def expand_front(self, x: Any) -> Any:
@@ -110,6 +117,9 @@ def while_loop(
     input_tas = [tf.TensorArray(x.dtype, size=time_steps, element_shape=x.shape[1:]).unstack(x) for x in inputs]
     mask_ta = None
     if mask is not None:
+        # Read as (batch, 1): the step's reshape of the mask to broadcast against
+        # (batch, units) leaves is then no op in the loop.
+        mask = tf.expand_dims(mask, -1)
         mask_ta = tf.TensorArray(tf.bool, size=time_steps, element_shape=mask.shape[1:]).unstack(mask)
     output_tas = [tf.TensorArray(o.dtype, size=time_steps, element_shape=o.shape) for o in spec] if keep_all else []
 
@@ -126,17 +136,19 @@ def while_loop(
         tas = [ta.write(t, o) for ta, o in zip(tas, output)]
         return t + 1, tas, output, new_states
 
-    # The bound is ``maximum_iterations`` alone (XLA needs it to size the gradient's
-    # accumulators); the condition adds no second test of it.
+    # XLA needs ``maximum_iterations`` to size the gradient's accumulators; elsewhere
+    # the condition alone bounds the loop (one test per step, as tf-keras).
+    bound = time_steps if _building_for_xla() else None
+
     @tf.autograph.experimental.do_not_convert
-    def cond(*_: Any) -> Any:
-        return tf.constant(True)
+    def cond(t: Any, *_: Any) -> Any:
+        return t < time_steps if bound is None else tf.constant(True)
 
     _, output_tas, last, states = tf.while_loop(
         cond,
         body,
         (tf.constant(0, tf.int32), output_tas, first_output, list(states)),
-        maximum_iterations=time_steps,
+        maximum_iterations=bound,
         parallel_iterations=32,
     )
     if not keep_all:
@@ -147,6 +159,25 @@ def while_loop(
         stacked.set_shape([static_time, *o.shape])
         outputs.append(stacked)
     return states, last, outputs
+
+
+def _building_for_xla() -> bool:
+    """True while tracing for XLA (``jit_compile=True``); True too where that cannot be told."""
+    if _in_xla_context is None:
+        return True
+    return bool(_in_xla_context(tf.compat.v1.get_default_graph()))
+
+
+def _same_static_shape(x: Any, shape: Sequence[int]) -> bool:
+    """``tf.reshape(x, shape)`` would return ``x``'s shape unchanged (known statically).
+
+    True when the ranks agree and every target size but at most one ``-1`` equals
+    ``x``'s static size (the ``-1`` then stands for ``x``'s own size there).
+    """
+    dims = x.shape.as_list() if x.shape.rank is not None else None
+    if dims is None or len(dims) != len(shape) or sum(1 for s in shape if s == -1) > 1:
+        return False
+    return all(s == -1 or (isinstance(s, int) and d == s) for d, s in zip(dims, shape))
 
 
 def _zeros_like_output(output: Any, like_input: Any) -> Any:
