@@ -8,7 +8,7 @@ This is where the per-step semantics live, once for every backend:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import _tree
@@ -66,21 +66,61 @@ class Step:
     def __call__(
         self, states: list[Any], prev_output: list[Any] | None, x_t: Any, mask_t: Any | None
     ) -> tuple[list[Any], list[Any]]:
+        """One step. ``mask_t``: ``(batch,)`` or ``(batch, 1)`` bool, or None where no sample is masked."""
         output, new_states = self.call(states, x_t)
         if mask_t is None:
             return new_states, output
-        backend = self.backend
-        where = backend.where
         by_rank: dict[int, Any] = {}
+        return self.update(
+            states,
+            prev_output,
+            new_states,
+            output,
+            [self.mask_for(mask_t, s, by_rank) for s in states],
+            [self.mask_for(mask_t, o, by_rank) for o in output],
+        )
 
-        def mask_for(x: Any) -> Any:
-            rank = len(backend.shape(x))
-            if rank not in by_rank:
-                by_rank[rank] = backend.reshape(mask_t, (-1,) + (1,) * (rank - 1))
-            return by_rank[rank]
+    def mask_for(self, mask_t: Any, x: Any, by_rank: dict[int, Any]) -> Any:
+        """``mask_t`` shaped ``(batch, 1, ..., 1)`` to broadcast against ``x``, once per rank."""
+        rank = len(self.backend.shape(x))
+        if rank not in by_rank:
+            same = len(self.backend.shape(mask_t)) == rank
+            by_rank[rank] = mask_t if same else self.backend.reshape(mask_t, (-1,) + (1,) * (rank - 1))
+        return by_rank[rank]
 
+    def mask_states(self, states: list[Any], new_states: list[Any], mask_t: Any) -> list[Any]:
+        """``where(mask_t, new, previous)`` for every state leaf."""
+        where, by_rank = self.backend.where, {}
+        return [where(self.mask_for(mask_t, s, by_rank), n, s) for n, s in zip(new_states, states)]
+
+    def update(
+        self,
+        states: list[Any],
+        prev_output: list[Any] | None,
+        new_states: list[Any],
+        output: list[Any],
+        state_masks: Sequence[Any],
+        output_masks: Sequence[Any],
+    ) -> tuple[list[Any], list[Any]]:
+        """The masked update of one step, given the step function's ``output`` and ``new_states``.
+
+        ``state_masks`` and ``output_masks`` hold one bool mask per leaf, already
+        shaped ``(batch, 1, ..., 1)`` to broadcast against it.
+
+        An output leaf that *is* a new state leaf (``return h, [h]``) whose previous
+        output *is* that state's previous value gets the masked state itself:
+        ``where(m, h, prev) == where(m, h, state)`` then, one ``where`` saved.
+        """
+        where = self.backend.where
         if prev_output is None or self.zero_output_for_mask:
-            prev_output = [backend.zeros_like(o) for o in output]
-        states = [where(mask_for(s), n, s) for n, s in zip(new_states, states)]
-        output = [where(mask_for(o), o, p) for o, p in zip(output, prev_output)]
-        return states, output
+            prev_output = [self.backend.zeros_like(o) for o in output]
+        masked_states = [where(m, n, s) for m, n, s in zip(state_masks, new_states, states)]
+        masked_output = []
+        for m, o, p in zip(output_masks, output, prev_output):
+            for new, old, masked in zip(new_states, states, masked_states):
+                if o is new and p is old:
+                    masked_output.append(masked)
+                    break
+            else:
+                masked_output.append(where(m, o, p))
+        return masked_states, masked_output

@@ -9,7 +9,7 @@ All arrays handed to these methods belong to the backend's framework.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -93,6 +93,11 @@ class Backend:
     def max(self, x: Any) -> Any:
         raise NotImplementedError
 
+    def all_true_per_step(self, mask: Any) -> list[bool] | None:
+        """For a ``(time, batch)`` mask with concrete values, whether each step keeps every
+        sample, read to the host once; None where the values are symbolic (traced)."""
+        return None
+
     def to_bool(self, x: Any) -> Any:
         """Nonzero keeps: a numeric mask as booleans."""
         return x if self.is_bool(x) else x != 0
@@ -133,10 +138,26 @@ def python_loop(
     mask: Any | None,
     keep_all: bool,
 ) -> tuple[list[Any], list[Any], list[Any] | None]:
-    """A lean Python loop: inputs and mask split along time in chunks, outputs stacked once."""
+    """A lean Python loop: inputs and mask split along time in chunks, the mask shaped
+    ``(time, batch, 1)`` once, outputs stacked once.
+
+    A step that keeps every sample skips the masked update (``where(True, new, old)``
+    is ``new``); which steps those are is read from the mask once, where it is concrete.
+    """
     output = None
     collected: list[list[Any]] = []
-    for x_t, m_t in _time_steps(backend, inputs, mask):
+    if mask is not None:
+        all_kept = backend.all_true_per_step(mask)
+        mask = mask[..., None]
+        if all_kept is not None:
+            steps: Iterable[tuple[Any, Any]] = (
+                (x_t, None if kept else m_t) for (x_t, m_t), kept in zip(_time_steps(backend, inputs, mask), all_kept)
+            )
+        else:
+            steps = _time_steps(backend, inputs, mask)
+    else:
+        steps = _time_steps(backend, inputs, None)
+    for x_t, m_t in steps:
         states, output = step(states, output, x_t, m_t)
         if keep_all:
             collected.append(output)

@@ -28,6 +28,9 @@ class NumpyBackend(Backend):
     def is_numeric(self, x: Any) -> bool:
         return np.issubdtype(x.dtype, np.number)
 
+    def all_true_per_step(self, mask: Any) -> list[bool]:
+        return mask.all(axis=1).tolist()
+
     def swap_batch_time(self, x: Any) -> Any:
         return np.swapaxes(x, 0, 1)
 
@@ -35,7 +38,7 @@ class NumpyBackend(Backend):
         return x[::-1]
 
     def reshape(self, x: Any, shape: Sequence[int]) -> Any:
-        return np.reshape(x, shape)
+        return x.reshape(shape)
 
     def expand_front(self, x: Any) -> Any:
         return x[None]

@@ -47,6 +47,11 @@ class TensorflowBackend(Backend):
     def is_numeric(self, x: Any) -> bool:
         return x.dtype.is_integer or x.dtype.is_floating or x.dtype.is_complex
 
+    def all_true_per_step(self, mask: Any) -> list[bool] | None:
+        if not tf.executing_eagerly():
+            return None
+        return tf.reduce_all(mask, axis=1).numpy().tolist()
+
     def swap_batch_time(self, x: Any) -> Any:
         return tf.transpose(x, [1, 0, *range(2, x.shape.rank)])
 

@@ -28,6 +28,12 @@ class TorchBackend(Backend):
     def is_numeric(self, x: Any) -> bool:
         return x.dtype != torch.bool
 
+    def all_true_per_step(self, mask: Any) -> list[bool] | None:
+        # One device-to-host read before the loop; none while torch.compile traces.
+        if torch.compiler.is_compiling():
+            return None
+        return mask.all(dim=1).tolist()
+
     def swap_batch_time(self, x: Any) -> Any:
         return x.transpose(0, 1)
 
