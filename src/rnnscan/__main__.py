@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(demo)
     bench = commands.add_parser("bench", help="time rnnscan against its peers (needs rnnscan.bench)", add_help=False)
     bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to rnnscan.bench")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # argparse's REMAINDER would reject `bench --quick`: pass the flags through as they are
+        argv = ["bench", "--", *argv[1:]]
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -32,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("python -m rnnscan bench: not available in this version of rnnscan (no rnnscan.bench).", file=sys.stderr)
         return 2
-    return int(bench_module.main(args.args) or 0)
+    return int(bench_module.main(args.args[1:] if args.args[:1] == ["--"] else args.args) or 0)
 
 
 if __name__ == "__main__":
