@@ -260,3 +260,39 @@ def test_step_function_sees_time_steps_in_order_with_batch_leading(backend):
     x = np.arange(2 * 3 * 1, dtype=np.float32).reshape(2, 3, 1)
     rnnscan.rnn(step, fw.asarray(x), [fw.asarray(np.zeros((2, 1), np.float32) + 0.5)], unroll=True)
     assert [s.tolist() for s in seen] == [[[0.0], [3.0]], [[1.0], [4.0]], [[2.0], [5.0]]]
+
+
+def running_sum_aliased(x, states):
+    h = states[0] + x
+    return h, [h]  # the output is the new state itself
+
+
+@pytest.mark.parametrize("zero", [False, True])
+def test_output_that_is_the_state_still_starts_from_zeros(backend, unroll, zero):
+    """With `return h, [h]` a masked first step outputs zeros, not the initial state."""
+    fw = backend
+    mask = fw.asarray(np.array([[0, 1, 0, 1], [1, 1, 1, 1]], bool))
+    last, outputs, (h,) = rnnscan.rnn(
+        running_sum_aliased,
+        fw.asarray(seq(X, X)),
+        [fw.asarray(h0(5, 0))],
+        mask=mask,
+        unroll=unroll,
+        zero_output_for_mask=zero,
+    )
+    expected = [[0, 7, 0, 11], [1, 3, 6, 10]] if zero else [[0, 7, 7, 11], [1, 3, 6, 10]]
+    np.testing.assert_allclose(fw.to_numpy(outputs)[..., 0], expected)
+    np.testing.assert_allclose(fw.to_numpy(last)[:, 0], [11, 10])
+    np.testing.assert_allclose(fw.to_numpy(h)[:, 0], [11, 10])
+    # The last step masked: the last output follows the rule too.
+    last, outputs, (h,) = rnnscan.rnn(
+        running_sum_aliased,
+        fw.asarray(seq(X)),
+        [fw.asarray(h0(5))],
+        mask=fw.asarray(np.array([[0, 0, 1, 0]], bool)),
+        unroll=unroll,
+        zero_output_for_mask=zero,
+    )
+    np.testing.assert_allclose(fw.to_numpy(outputs)[0, :, 0], [0, 0, 8, 0 if zero else 8])
+    np.testing.assert_allclose(fw.to_numpy(last)[0, 0], 0 if zero else 8)
+    np.testing.assert_allclose(fw.to_numpy(h)[0, 0], 8)

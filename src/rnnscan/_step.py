@@ -88,6 +88,46 @@ class Step:
             by_rank[rank] = mask_t if same else self.backend.reshape(mask_t, (-1,) + (1,) * (rank - 1))
         return by_rank[rank]
 
+    @staticmethod
+    def output_aliases(output: list[Any], new_states: list[Any]) -> list[int] | None:
+        """For each output leaf, the index of the new state leaf it *is*; None if one is not a state."""
+        aliases = []
+        for o in output:
+            index = next((i for i, n in enumerate(new_states) if n is o), None)
+            if index is None:
+                return None
+            aliases.append(index)
+        return aliases
+
+    def outputs_from_states(
+        self, states: list[Any], state_outputs: list[Any] | None, aliases: list[int], mask: Any | None
+    ) -> tuple[list[Any], list[Any] | None]:
+        """``(last output, outputs)`` of a loop that kept only the masked states, when every
+        output leaf ``j`` is the new state leaf ``aliases[j]`` at every step.
+
+        ``state_outputs``: that state's masked value at every step ``(time, batch, ...)``
+        (None unless all outputs are wanted); ``mask``: ``(time, batch)`` bool or None.
+        A masked output repeats the previous output, which is the state's value once
+        some step has been kept and zeros before (with ``zero_output_for_mask``:
+        zeros at every masked step). So the output is the masked state where
+        ``keep`` holds, zeros elsewhere, with ``keep`` the mask itself
+        (``zero_output_for_mask``) or "some step kept so far".
+        """
+        last = [states[i] for i in aliases]
+        if mask is None:
+            return last, state_outputs
+        backend = self.backend
+        keep = mask if self.zero_output_for_mask else backend.cumulative_any(mask)
+
+        def zero_where_dropped(keep: Any, x: Any) -> Any:
+            shape = backend.shape(keep) + (1,) * (len(backend.shape(x)) - len(backend.shape(keep)))
+            return backend.where(backend.reshape(keep, shape), x, backend.zeros_like(x))
+
+        last = [zero_where_dropped(keep[-1], x) for x in last]
+        if state_outputs is not None:
+            state_outputs = [zero_where_dropped(keep, y) for y in state_outputs]
+        return last, state_outputs
+
     def mask_states(self, states: list[Any], new_states: list[Any], mask_t: Any) -> list[Any]:
         """``where(mask_t, new, previous)`` for every state leaf."""
         where, by_rank = self.backend.where, {}

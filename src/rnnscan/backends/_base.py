@@ -98,6 +98,10 @@ class Backend:
         sample, read to the host once; None where the values are symbolic (traced)."""
         return None
 
+    def cumulative_any(self, mask: Any) -> Any:
+        """``(time, batch)`` bool: whether any step up to and including ``t`` is True."""
+        raise NotImplementedError
+
     def to_bool(self, x: Any) -> Any:
         """Nonzero keeps: a numeric mask as booleans."""
         return x if self.is_bool(x) else x != 0

@@ -62,12 +62,26 @@ class JaxBackend(Backend):
     def max(self, x: Any) -> Any:
         return jnp.max(x)
 
+    def cumulative_any(self, mask: Any) -> Any:
+        return jnp.cumsum(mask, axis=0, dtype=jnp.int32) > 0
+
     def scan(
         self, step: Step, states: list[Any], inputs: list[Any], mask: Any | None, keep_all: bool
     ) -> tuple[list[Any], list[Any], list[Any] | None]:
-        # The output's shape and dtype, for the zeros the masked update starts
-        # from, by tracing the step once without computing it (as tf-keras does).
-        spec = jax.eval_shape(lambda s, x: step.call(s, x)[0], states, [x[0] for x in inputs])
+        # Trace the step once without computing it: the output's shape and dtype
+        # (for the zeros the masked update starts from, as tf-keras does), and
+        # whether every output leaf is one of the new state leaves.
+        aliases = None
+
+        def probe(states: list[Any], x_t: list[Any]) -> list[Any]:
+            nonlocal aliases
+            output, new_states = step.call(states, x_t)
+            aliases = step.output_aliases(output, new_states)
+            return output
+
+        spec = jax.eval_shape(probe, states, [x[0] for x in inputs])
+        if aliases is not None:
+            return _jit(_scan_states(step, aliases, keep_all))(states, inputs, mask)
         first_output = [jnp.zeros(o.shape, o.dtype) for o in spec]
 
         def body(carry: Any, x: Any) -> Any:
@@ -76,16 +90,44 @@ class JaxBackend(Backend):
             states, output = step(states, prev_output, x_t, mask_t)
             return (states, output), (output if keep_all else None)
 
-        def run(states: Any, first_output: Any, inputs: Any, mask: Any) -> Any:
-            return jax.lax.scan(body, (states, first_output), (inputs, mask))
+        def run(states: Any, inputs: Any, mask: Any) -> Any:
+            (states, last), outputs = jax.lax.scan(body, (states, first_output), (inputs, mask))
+            return states, last, outputs if keep_all else None
 
-        # A fresh jit per call, inlined when already traced. Called eagerly, a bare
-        # lax.scan is compiled into JAX's process-wide primitive cache, which keeps
-        # up to 4096 executables (about 2 MB each) alive for good: a new step
-        # function per call leaked memory at every call. The jit's executable is
-        # freed with `run`.
-        (states, last), outputs = jax.jit(run)(states, first_output, inputs, mask)
-        return states, last, outputs if keep_all else None
+        return _jit(run)(states, inputs, mask)
+
+
+def _scan_states(step: Step, aliases: list[int], keep_all: bool) -> Any:
+    """A scan carrying the states alone, for a step whose outputs are states (``return h, [h]``).
+
+    The outputs are then read off the masked states after the loop
+    (:meth:`Step.outputs_from_states`): no previous output is carried and no
+    second ``where`` runs per step.
+    """
+
+    def body(states: list[Any], x: Any) -> Any:
+        x_t, mask_t = x
+        output, new_states = step.call(states, x_t)
+        if step.output_aliases(output, new_states) != aliases:
+            raise ValueError("rnnscan.rnn: `step_function` must trace to the same program at every call.")
+        states = new_states if mask_t is None else step.mask_states(states, new_states, mask_t)
+        return states, ([states[i] for i in aliases] if keep_all else None)
+
+    def run(states: list[Any], inputs: list[Any], mask: Any) -> Any:
+        states, state_outputs = jax.lax.scan(body, states, (inputs, mask))
+        last, outputs = step.outputs_from_states(states, state_outputs, aliases, mask)
+        return states, last, outputs
+
+    return run
+
+
+def _jit(run: Any) -> Any:
+    # A fresh jit per call, inlined when already traced. Called eagerly, a bare
+    # lax.scan is compiled into JAX's process-wide primitive cache, which keeps
+    # up to 4096 executables (about 2 MB each) alive for good: a new step
+    # function per call leaked memory at every call. The jit's executable is
+    # freed with `run`.
+    return jax.jit(run)
 
 
 BACKEND = JaxBackend()
