@@ -34,9 +34,10 @@ from pathlib import Path
 from .harness import Settings, execute, make_plan, parse_list, progress_bar
 from .peers import BACKENDS
 from .report import derive, document, machine, markdown, plot, print_tables
+from .threads import limit_threads
 from .workloads import WORKLOADS
 
-QUICK = {"times": (10, 100), "batches": (32,), "units": (64,), "repeats": 5}
+QUICK = {"times": (10, 100), "batches": (32,), "units": (64,), "repeats": 5, "min_sample_s": 0.01, "max_total_s": 2.0}
 SMOKE = {"times": (4,), "batches": (2,), "units": (8,), "repeats": 2, "min_sample_s": 0.001, "max_total_s": 0.2}
 
 __all__ = ["main", "Settings"]
@@ -60,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--T", dest="times", default=None, help="time steps, comma-separated (default 10,100,1000)")
     parser.add_argument("--B", dest="batches", default=None, help="batch sizes (default 1,32,256)")
     parser.add_argument("--U", dest="units", default=None, help="units (default 64,256)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for every framework (default: each framework's own; 1 steadies figures on a busy machine)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -75,8 +82,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             setattr(settings, name, parse_list(getattr(args, name), int))
     if args.repeats is not None:
         settings.repeats = args.repeats
-    if settings.repeats < 1 or min(settings.times + settings.batches + settings.units) < 1:
-        raise ValueError("--repeats, --T, --B and --U must be positive")
+    settings.threads = args.threads
+    sizes = settings.times + settings.batches + settings.units
+    if settings.repeats < 1 or (settings.threads is not None and settings.threads < 1) or min(sizes) < 1:
+        raise ValueError("--repeats, --threads, --T, --B and --U must be positive")
     return settings
 
 
@@ -92,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
+    limit_threads(settings.threads, torch="torch" in settings.backends)
     machine_info = machine()
     plan = make_plan(settings)
     print(f"rnnscan bench: {plan.size} figures on {', '.join(settings.backends)}", file=sys.stderr)

@@ -40,6 +40,7 @@ class Settings:
     smoke: bool = False  # tiny sizes for the tests: the figures mean nothing
     min_sample_s: float = 0.02  # a sample averages calls up to this long
     max_total_s: float = 10.0  # fewer samples (at least 3) for calls too long for `repeats` of them
+    threads: int | None = None  # --threads: None keeps every framework's default
     concurrent_workers: bool = False  # start the Keras 3 workers at once (only for tests: skews timings)
     impls: list[Impl] = field(default_factory=implementations)
 
@@ -54,6 +55,7 @@ class Settings:
             "repeats": self.repeats,
             "quick": self.quick,
             "smoke": self.smoke,
+            "threads": self.threads,
             "min_sample_s": self.min_sample_s,
             "max_total_s": self.max_total_s,
         }
@@ -136,6 +138,7 @@ class Worker:
             "repeats": settings.repeats,
             "min_sample_s": settings.min_sample_s,
             "max_total_s": settings.max_total_s,
+            "threads": settings.threads,
             "tasks": [
                 {"workload": t.workload, "time": t.time, "batch": t.batch, "units": t.units, "mode": t.mode}
                 for t in tasks

@@ -34,6 +34,9 @@ def main() -> int:
     job = json.loads(sys.stdin.read())
     backend = job["backend"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .threads import limit_threads
+
+    limit_threads(job.get("threads"), torch=backend == "torch")
     try:
         import keras
 
