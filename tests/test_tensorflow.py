@@ -9,7 +9,6 @@ loop); here the same tf-keras oracle checks the graph loop.
 from __future__ import annotations
 
 import functools
-import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -22,9 +21,9 @@ tf_keras = pytest.importorskip("tf_keras")
 
 import rnnscan  # noqa: E402
 
-from cases import Case, Config, configurations, make_case  # noqa: E402
+from cases import Case, Config, configurations  # noqa: E402
 from frameworks import framework  # noqa: E402
-from oracle import reference  # noqa: E402
+from oracle import assert_matches_reference, assert_trees_close, case_and_reference  # noqa: E402
 
 FW = framework("tensorflow")
 
@@ -32,21 +31,6 @@ FW = framework("tensorflow")
 # directions, time-major, input_length, constants, nested, rank-3 states).
 GRAPH_CONFIGS = configurations()[::23]
 XLA_CONFIGS = configurations()[5::61]
-
-
-@functools.cache
-def _case_and_reference(config: Config) -> tuple[Case, Any]:
-    case = make_case(config, np.random.default_rng(zlib.crc32(config.id.encode())))
-    return case, reference(case)
-
-
-def _assert_trees_close(actual: Any, expected: Any, rtol: float = 1e-5, atol: float = 1e-5) -> None:
-    a_leaves, a_spec = optree.tree_flatten(actual)
-    e_leaves, e_spec = optree.tree_flatten(expected)
-    assert a_spec.num_leaves == e_spec.num_leaves, (a_spec, e_spec)
-    for a, e in zip(a_leaves, e_leaves):
-        assert a.shape == e.shape
-        np.testing.assert_allclose(a, e, rtol=rtol, atol=atol)
 
 
 def _unknown(t: Any) -> Any:
@@ -76,12 +60,8 @@ def _call_in_graph(case: Case, shapes: str, jit: bool = False) -> Any:
 
 
 def _assert_matches_reference(config: Config, shapes: str, jit: bool = False) -> None:
-    case, (e_last, e_outputs, e_states) = _case_and_reference(config)
-    last, outputs, states = _call_in_graph(case, shapes, jit)
-    _assert_trees_close(last, e_last)
-    _assert_trees_close(outputs, e_outputs)
-    _assert_trees_close(list(states), list(e_states))
-    assert optree.tree_structure(outputs) == optree.tree_structure(e_outputs)
+    case, expected = case_and_reference(config)
+    assert_matches_reference(_call_in_graph(case, shapes, jit), expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("shapes", ["static", "unknown"])
@@ -154,7 +134,7 @@ def test_unknown_time_and_batch_with_different_run_time_sizes(rng: np.random.Gen
             tf.constant(rng.standard_normal((batch, units)), tf.float32),
             tf.constant(rng.random((batch, time)) > 0.4),
         )
-        _assert_trees_close(FW.tree_numpy(ours(*args)), FW.tree_numpy(run(tf_keras.backend.rnn, *args)))
+        assert_trees_close(FW.tree_numpy(ours(*args)), FW.tree_numpy(run(tf_keras.backend.rnn, *args)), atol=1e-5)
 
 
 def test_input_length_tensor_in_tf_function_matches_tf_keras(rng: np.random.Generator) -> None:
@@ -177,7 +157,7 @@ def test_input_length_tensor_in_tf_function_matches_tf_keras(rng: np.random.Gene
         ours = tf.function(functools.partial(run, rnnscan.rnn)).get_concrete_function(*specs)
         theirs = tf.function(functools.partial(run, tf_keras.backend.rnn)).get_concrete_function(*specs)
         got = FW.tree_numpy(ours(x, h0, lengths))
-        _assert_trees_close(got, FW.tree_numpy(theirs(x, h0, lengths)))
+        assert_trees_close(got, FW.tree_numpy(theirs(x, h0, lengths)), atol=1e-5)
         if not go_backwards:  # hand-derived: the state stops at each sample's length
             outputs, (h,) = got[1], got[2]
             for b, n in enumerate(lengths.numpy()):
@@ -272,7 +252,7 @@ def test_variables_as_inputs_and_states_in_tf_function(rng: np.random.Generator)
         return h, [h]
 
     got = FW.tree_numpy(tf.function(lambda: rnnscan.rnn(step, x, [h0]))())
-    _assert_trees_close(got, FW.tree_numpy(tf_keras.backend.rnn(step, tf.identity(x), [tf.identity(h0)])))
+    assert_trees_close(got, FW.tree_numpy(tf_keras.backend.rnn(step, tf.identity(x), [tf.identity(h0)])), atol=1e-5)
 
 
 # -- drop-in: tf-keras's own layers with rnnscan as backend.rnn -------------------

@@ -131,11 +131,11 @@ def rnn(
     )
 
 
-
 # TensorFlow's AutoGraph marker for "call as is": inside a tf.function, AutoGraph would
 # otherwise rewrite rnnscan's own Python (it needs no conversion: the TensorFlow backend
 # builds its tf.while_loop itself, and tf-keras's rnn is not converted either).
 rnn.autograph_info__ = frozenset()  # type: ignore[attr-defined]
+
 
 def _is_array(x: Any) -> bool:
     return framework_of(x) is not None

@@ -7,37 +7,57 @@ so the core never imports a framework on its own.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Iterable
 from typing import Any
 
 from ._base import Backend
 
-# (framework, the top-level module its arrays come from, our backend module)
-_FRAMEWORKS = (
-    ("jax", "jax", ".jax"),
-    ("torch", "torch", ".torch"),
-    ("tensorflow", "tensorflow", ".tensorflow"),
-    ("numpy", "numpy", ".numpy"),
-)
+# the frameworks, each named as its top-level module
+_FRAMEWORKS = ("jax", "torch", "tensorflow", "numpy")
 _loaded: dict[str, Backend] = {}
 
 
 def get_backend(name: str) -> Backend:
     """The backend of one framework by name, importing the framework."""
     if name not in _loaded:
-        module = dict((n, m) for n, _, m in _FRAMEWORKS)[name]
-        _loaded[name] = importlib.import_module(module, __name__).BACKEND
+        _loaded[name] = _import(name).BACKEND
     return _loaded[name]
+
+
+def _import(name: str) -> Any:
+    # Plain import statements rather than importlib: torch.compile's tracer
+    # (Dynamo) follows them, so a compiled first call needs no graph break.
+    if name == "jax":
+        from . import jax as module
+    elif name == "torch":
+        from . import torch as module
+    elif name == "tensorflow":
+        from . import tensorflow as module
+    elif name == "numpy":
+        from . import numpy as module
+    else:
+        raise KeyError(name)
+    return module
 
 
 def framework_of(x: Any) -> str | None:
     """The framework whose array ``x`` is, among those already imported; else None."""
-    for name, module, _ in _FRAMEWORKS:
-        if module in sys.modules and get_backend(name).owns(x):
+    # The backends in use are asked first and sys.modules is read only for a new
+    # framework: torch.compile guards on what a function reads, and sys.modules
+    # grows as modules import lazily (a recompilation at every call).
+    for name, backend in _loaded.items():
+        if backend.owns(x):
+            return name
+    if isinstance(x, _NOT_ARRAYS):
+        return None
+    for name in _FRAMEWORKS:
+        if name not in _loaded and name in sys.modules and get_backend(name).owns(x):
             return name
     return None
+
+
+_NOT_ARRAYS = (list, tuple, dict, str, bytes, int, float, complex, type(None))
 
 
 def backend_for(leaves: Iterable[Any]) -> Backend | None:

@@ -4,7 +4,7 @@ Inside ``tf.function`` (XLA included) the loop is a ``tf.while_loop``: it works 
 an unknown time or batch dimension, and ``GradientTape`` differentiates through
 it. Eagerly a ``tf.while_loop`` would run as a Python loop anyway; the core's plain
 Python loop does less per step (measured on the masked SimpleRNN workload of
-``benchmarks/bench_tensorflow.py``, eager: about 330 ms against 490 ms for an eager
+``benchmarks/simple_rnn.py``, eager: about 330 ms against 490 ms for an eager
 ``tf.while_loop`` with ``TensorArray``s and 530 ms for ``tf_keras.backend.rnn``).
 """
 

@@ -1,17 +1,42 @@
-"""PyTorch: a lean eager Python loop; autograd flows through it."""
+"""PyTorch: a lean eager Python loop; ``torch._higher_order_ops.scan`` under ``torch.compile``.
+
+Eagerly, autograd records the loop as it runs. Under ``torch.compile`` the loop
+becomes one scan higher-order op whose body is traced once, so that compile time
+does not grow with the number of time steps (measured on the masked SimpleRNN of
+``benchmarks/simple_rnn.py`` at T=200: about 12 s to compile forward and backward,
+against about 470 s for an unrolled trace). Either way the masked update is the
+core's :class:`rnnscan._step.Step`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.utils._pytree import tree_map
 
-from ._base import Backend
+from ._base import Backend, python_loop
+
+if TYPE_CHECKING:
+    from .._step import Step
+
+# Under torch.compile, inductor in torch 2.13 computes wrong gradients for two scan
+# ops chained in one graph when it donates the backward's saved buffers
+# (pytorch/pytorch#153679, fixed upstream by #193960); tests/test_torch.py checks
+# the chain against eager. Costs some peak memory in compiled backward passes.
+import torch._functorch.config  # noqa: E402
+
+torch._functorch.config.donated_buffer = False
+
+Result = tuple[list[Any], list[Any], "list[Any] | None"]
 
 
 class TorchBackend(Backend):
     name = "torch"
+
+    #: the loop traced by ``torch.compile``: "scan" (the scan higher-order op) or "unroll"
+    compiled_loop: str = "scan"
 
     def owns(self, x: Any) -> bool:
         return isinstance(x, torch.Tensor)
@@ -27,12 +52,6 @@ class TorchBackend(Backend):
 
     def is_numeric(self, x: Any) -> bool:
         return x.dtype != torch.bool
-
-    def all_true_per_step(self, mask: Any) -> list[bool] | None:
-        # One device-to-host read before the loop; none while torch.compile traces.
-        if torch.compiler.is_compiling():
-            return None
-        return mask.all(dim=1).tolist()
 
     def swap_batch_time(self, x: Any) -> Any:
         return x.transpose(0, 1)
@@ -63,6 +82,107 @@ class TorchBackend(Backend):
 
     def max(self, x: Any) -> Any:
         return x.max()
+
+    def all_true_per_step(self, mask: Any) -> list[bool] | None:
+        # Read to the host only where the mask already is there (CPU) and is concrete:
+        # on an accelerator this would be a synchronisation before the loop.
+        if mask.device.type != "cpu" or torch.compiler.is_compiling():
+            return None
+        return mask.all(dim=1).tolist()
+
+    def cumulative_any(self, mask: Any) -> Any:
+        return mask.cumsum(0) > 0
+
+    def scan(self, step: Step, states: list[Any], inputs: list[Any], mask: Any | None, keep_all: bool) -> Result:
+        """``inputs`` ``(time, batch, ...)``, ``mask`` ``(time, batch)`` bool or None; see :meth:`Backend.scan`."""
+        if mask is not None and mask.device != inputs[0].device:
+            mask = mask.to(inputs[0].device)  # a NumPy mask or input_length given with device inputs
+        if self.compiled_loop == "scan" and torch.compiler.is_compiling():
+            return _scan_op_loop(step, states, inputs, mask, keep_all)
+        return python_loop(self, step, states, inputs, mask, keep_all)
+
+
+class _CopyGradient(torch.autograd.Function):
+    """The identity, whose backward copies the incoming gradient.
+
+    The gradients flowing into the scan op may alias each other (autograd gives
+    ``x.sum() + y.sum()`` one expanded tensor for both), and in torch 2.13 the op's
+    backward refuses aliased arguments ("scan might be aliasing the input or the
+    output!"). Wrapping the op's results in this makes each gradient its own tensor.
+    """
+
+    @staticmethod
+    def forward(x: Any) -> Any:
+        return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx: Any, gradient: Any) -> Any:
+        return gradient.clone()
+
+
+def _scan(body: Any, init: Any, xs: list[Any]) -> Any:
+    """``torch._higher_order_ops.scan`` with each result's gradient a tensor of its own."""
+    from torch._higher_order_ops.scan import scan
+
+    return tree_map(_CopyGradient.apply, scan(body, init, xs))
+
+
+def _copies(leaves: list[Any]) -> list[Any]:
+    """A copy of every leaf. The scan op refuses a body whose results alias each other
+    or its arguments; and in torch 2.13 inductor refuses a carry that autograd also
+    saves for the backward (``tanh``'s output, say) unless the carry is a copy too
+    (pytorch/pytorch#195977)."""
+    return [leaf.clone() for leaf in leaves]
+
+
+def _scan_op_loop(step: Step, states: list[Any], inputs: list[Any], mask: Any | None, keep_all: bool) -> Result:
+    """Under ``torch.compile``: the loop as one scan higher-order op over every time step.
+
+    The first step is also traced on its own, for the output's structure, shapes
+    and dtypes the op's carry needs (its result is unused, so the compiler drops
+    it). A step whose outputs are its states carries the states alone (see
+    :meth:`Step.outputs_from_states`).
+    """
+    # The op slices its xs along time; contiguous ones keep each step's slice dense.
+    xs = [x.contiguous() for x in inputs] + ([] if mask is None else [mask.contiguous()])
+    n_inputs = len(inputs)
+
+    def split(xs_t: list[Any]) -> tuple[list[Any], Any]:
+        return xs_t[:n_inputs], (xs_t[n_inputs] if mask is not None else None)
+
+    output, new_states = step.call(states, [x[0] for x in inputs])
+    aliases = step.output_aliases(output, new_states)
+    if aliases is not None and keep_all:  # (without ys, inductor in torch 2.13 fails on this carry)
+
+        def states_body(states: list[Any], xs_t: list[Any]) -> Any:
+            x_t, mask_t = split(xs_t)
+            output, new_states = step.call(states, x_t)
+            if step.output_aliases(output, new_states) != aliases:
+                raise ValueError(
+                    "rnnscan.rnn: under torch.compile, `step_function` must return its states as its outputs "
+                    "at every step when it does at the first."
+                )
+            states = new_states if mask_t is None else step.mask_states(states, new_states, mask_t)
+            return _copies(states), _copies([states[i] for i in aliases])
+
+        states, ys = _scan(states_body, _copies(states), xs)
+        last, outputs = step.outputs_from_states(states, ys, aliases, mask)
+        return states, last, outputs
+
+    def body(carry: Any, xs_t: list[Any]) -> Any:
+        states, prev_output = carry
+        x_t, mask_t = split(xs_t)
+        states, output = step(states, prev_output, x_t, mask_t)
+        return (_copies(states), _copies(output)), (_copies(output) if keep_all else [])
+
+    # zeros: the previous output before the first step
+    initial = (_copies(states), [torch.zeros_like(o) for o in output])
+    (states, output), outputs = _scan(body, initial, xs)
+    return states, output, outputs if keep_all else None
 
 
 BACKEND = TorchBackend()

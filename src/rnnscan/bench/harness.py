@@ -21,7 +21,7 @@ from typing import Any
 
 from .keras3_worker import PREFIX
 from .peers import BACKEND_MODES, Impl, implementations
-from .runner import DataCache, Task, run_task
+from .runner import DataCache, Task, run_tasks
 
 Row = dict[str, Any]
 
@@ -116,9 +116,10 @@ def execute(plan: Plan, settings: Settings, progress: Callable[[str], None]) -> 
         workers = {b: Worker(b, tasks, settings) for b, tasks in plan.keras3.items() if tasks}
     cache = DataCache()
     for backend in settings.backends:
-        for task, impl in plan.local.get(backend, []):
-            rows.append(run_task(task, impl, cache, settings.repeats, settings.min_sample_s, settings.max_total_s))
-            progress(f"{backend} {impl.name} {task.workload} T={task.time}")
+        for problem in _by_problem(plan.local.get(backend, [])):
+            rows += run_tasks(problem, cache, settings.repeats, settings.min_sample_s, settings.max_total_s)
+            for task, impl in problem:
+                progress(f"{backend} {impl.name} {task.workload} T={task.time}")
         tasks = plan.keras3.get(backend, [])
         if tasks:
             worker = workers.get(backend) or Worker(backend, tasks, settings)
@@ -126,6 +127,14 @@ def execute(plan: Plan, settings: Settings, progress: Callable[[str], None]) -> 
                 rows.append(row)
                 progress(f"{backend} keras3 {row['workload']} T={row['T']}")
     return rows
+
+
+def _by_problem(local: list[tuple[Task, Impl]]) -> list[list[tuple[Task, Impl]]]:
+    """The tasks grouped by problem (workload, sizes, pass), in their first-seen order: timed together."""
+    groups: dict[tuple[Any, ...], list[tuple[Task, Impl]]] = {}
+    for task, impl in local:
+        groups.setdefault((task.workload, task.time, task.batch, task.units, task.mode), []).append((task, impl))
+    return list(groups.values())
 
 
 class Worker:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .peers import FORWARD, Impl
-from .timing import measure
+from .timing import measure_together
 from .workloads import Data, make_data
 
 
@@ -81,17 +81,46 @@ def run_task(
     build: Callable[[Data, str], Callable[[], Any]] | None = None,
 ) -> dict[str, Any]:
     """Time one implementation on one problem; a row with ``status`` ok or error (and why)."""
-    row: dict[str, Any] = {**task.key(), "rnnscan": impl.is_rnnscan, "note": impl.note}
-    build = build or impl.build
-    assert build is not None
-    try:
-        data = cache.get(task.workload, task.batch, task.time, task.units)
-        fn = build(data, task.mode)
-        timing, result = measure(fn, repeats, min_sample_s=min_sample_s, max_total_s=max_total_s)
+    (row,) = run_tasks([(task, impl)], cache, repeats, min_sample_s, max_total_s, build)
+    return row
+
+
+def run_tasks(
+    tasks: list[tuple[Task, Impl]],
+    cache: DataCache,
+    repeats: int,
+    min_sample_s: float = 0.02,
+    max_total_s: float = 10.0,
+    build: Callable[[Data, str], Callable[[], Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Time implementations on one problem, their samples interleaved (:func:`measure_together`);
+    a row each, with ``status`` ok or error (and why)."""
+    rows: list[dict[str, Any]] = []
+    runners: list[Callable[[], Any]] = []
+    for task, impl in tasks:
+        rows.append({**task.key(), "rnnscan": impl.is_rnnscan, "note": impl.note})
+        try:
+            data = cache.get(task.workload, task.batch, task.time, task.units)
+            make = build or impl.build
+            assert make is not None
+            runners.append(make(data, task.mode))
+        except Exception as error:  # a peer that fails is reported, not dropped
+            runners.append(_raiser(error))
+    outcomes = measure_together(runners, repeats, min_sample_s=min_sample_s, max_total_s=max_total_s)
+    for row, (task, _), outcome in zip(rows, tasks, outcomes):
+        if isinstance(outcome, BaseException):
+            row.update(status="error", error=f"{type(outcome).__name__}: {outcome}".strip()[:500])
+            row["traceback"] = "".join(traceback.format_exception(outcome, limit=-8))[-3000:]
+            continue
+        timing, result = outcome
         row.update(status="ok", **timing.as_dict())
         row["per_step_s"] = timing.median_s / task.time
-        row["checksum"] = checksum(result, data, task.mode)
-    except Exception as error:  # a peer that fails is reported, not dropped
-        row.update(status="error", error=f"{type(error).__name__}: {error}".strip()[:500])
-        row["traceback"] = traceback.format_exc(limit=-8)[-3000:]
-    return row
+        row["checksum"] = checksum(result, cache.get(task.workload, task.batch, task.time, task.units), task.mode)
+    return rows
+
+
+def _raiser(error: BaseException) -> Callable[[], Any]:
+    def run() -> Any:
+        raise error
+
+    return run

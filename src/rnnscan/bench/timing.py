@@ -47,35 +47,66 @@ def measure(
     takes about ``max_total_s`` at most. Returns the timing and the warm-up
     call's result (for checking the numbers).
     """
-    start = clock()
-    result = fn()
-    warmup = clock() - start
+    (outcome,) = measure_together([fn], repeats, min_sample_s, max_total_s, clock)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
-    start = clock()
-    fn()
-    estimate = max(clock() - start, 1e-7)
-    number = max(1, math.ceil(min_sample_s / estimate))
-    affordable = int(max_total_s / (estimate * number))
-    count = max(min(repeats, 3), min(repeats, affordable))
 
-    samples = []
-    for _ in range(count):
-        start = clock()
-        for _ in range(number):
+def measure_together(
+    fns: list[Callable[[], Any]],
+    repeats: int,
+    min_sample_s: float = 0.02,
+    max_total_s: float = 10.0,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[tuple[Timing, Any] | BaseException]:
+    """Time several callables doing the same work, their samples interleaved.
+
+    As :func:`measure` for each (``max_total_s`` for each), except that the samples are taken in rounds,
+    one of each callable per round in a rotating order, so that a slow spell of
+    the machine hits all of them alike and their ratios hold. A callable whose
+    first calls raise gets its exception in its place.
+    """
+    firsts: list[tuple[float, float, Any] | BaseException] = []
+    for fn in fns:
+        try:
+            start = clock()
+            result = fn()
+            warmup = clock() - start
+            start = clock()
             fn()
-        samples.append((clock() - start) / number)
-    q1, q3 = _quartiles(samples)
-    timing = Timing(
-        warmup_s=warmup,
-        median_s=statistics.median(samples),
-        min_s=min(samples),
-        max_s=max(samples),
-        q1_s=q1,
-        q3_s=q3,
-        samples=count,
-        calls_per_sample=number,
-    )
-    return timing, result
+            firsts.append((warmup, max(clock() - start, 1e-7), result))
+        except Exception as error:  # reported in its row; the others go on
+            firsts.append(error)
+    live = [i for i, first in enumerate(firsts) if not isinstance(first, BaseException)]
+    numbers = {i: max(1, math.ceil(min_sample_s / firsts[i][1])) for i in live}  # type: ignore[index]
+    round_s = sum(firsts[i][1] * numbers[i] for i in live)  # type: ignore[index]
+    count = max(min(repeats, 3), min(repeats, int(max_total_s * max(len(live), 1) / max(round_s, 1e-9))))
+    samples: dict[int, list[float]] = {i: [] for i in live}
+    for r in range(count):
+        for i in live[r % len(live) :] + live[: r % len(live)] if live else []:
+            start = clock()
+            for _ in range(numbers[i]):
+                fns[i]()
+            samples[i].append((clock() - start) / numbers[i])
+    results: list[tuple[Timing, Any] | BaseException] = []
+    for i, first in enumerate(firsts):
+        if isinstance(first, BaseException):
+            results.append(first)
+            continue
+        q1, q3 = _quartiles(samples[i])
+        timing = Timing(
+            warmup_s=first[0],
+            median_s=statistics.median(samples[i]),
+            min_s=min(samples[i]),
+            max_s=max(samples[i]),
+            q1_s=q1,
+            q3_s=q3,
+            samples=count,
+            calls_per_sample=numbers[i],
+        )
+        results.append((timing, first[2]))
+    return results
 
 
 def _quartiles(samples: list[float]) -> tuple[float, float]:
