@@ -141,14 +141,14 @@ def test_eager_loop_calls_the_step_once_per_time_step(rng: np.random.Generator, 
 # -- torch.compile ---------------------------------------------------------------------
 
 
-def _compiled_call(case: Case) -> Any:
-    """``rnnscan.rnn`` on ``case`` inside ``torch.compile(fullgraph=True)`` (any graph break raises), as NumPy."""
+def _compiled_call(case: Case, fullgraph: bool = True) -> Any:
+    """``rnnscan.rnn`` on ``case`` inside ``torch.compile`` (with ``fullgraph``, any graph break raises), as NumPy."""
     torch._dynamo.reset()  # every case compiles afresh, not as a recompilation of the last
     kwargs = case.kwargs(FW)
     arrays = {name: kwargs.pop(name) for name in ("mask", "constants", "input_length")}
     step = case.step(FW)
 
-    @torch.compile(fullgraph=True)
+    @torch.compile(fullgraph=fullgraph)
     def run(inputs: Any, states: Any, arrays: dict[str, Any]) -> Any:
         return rnnscan.rnn(step, inputs, states, **arrays, **kwargs)
 
@@ -159,6 +159,15 @@ def _compiled_call(case: Case) -> Any:
 def test_compile_fullgraph_matches_tf_keras_and_eager(config: Config) -> None:
     case, expected = case_and_reference(config)
     got = _compiled_call(case)
+    assert_matches_reference(got, expected, atol=1e-5)
+    assert_trees_close(got, case.call(rnnscan.rnn, FW), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("config", COMPILE_CONFIGS[:2], ids=[c.id for c in COMPILE_CONFIGS[:2]])
+def test_compile_without_fullgraph(config: Config) -> None:
+    """``torch.compile(f)`` as most code calls it."""
+    case, expected = case_and_reference(config)
+    got = _compiled_call(case, fullgraph=False)
     assert_matches_reference(got, expected, atol=1e-5)
     assert_trees_close(got, case.call(rnnscan.rnn, FW), rtol=1e-5, atol=1e-6)
 

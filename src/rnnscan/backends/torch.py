@@ -10,24 +10,18 @@ core's :class:`rnnscan._step.Step`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch._functorch.config
 from torch.utils._pytree import tree_map
 
 from ._base import Backend, python_loop
 
 if TYPE_CHECKING:
     from .._step import Step
-
-# Under torch.compile, inductor in torch 2.13 computes wrong gradients for two scan
-# ops chained in one graph when it donates the backward's saved buffers
-# (pytorch/pytorch#153679, fixed upstream by #193960); tests/test_torch.py checks
-# the chain against eager. Costs some peak memory in compiled backward passes.
-import torch._functorch.config  # noqa: E402
-
-torch._functorch.config.donated_buffer = False
 
 Result = tuple[list[Any], list[Any], "list[Any] | None"]
 
@@ -131,6 +125,29 @@ def _scan(body: Any, init: Any, xs: list[Any]) -> Any:
     return tree_map(_CopyGradient.apply, scan(body, init, xs))
 
 
+@torch.compiler.assume_constant_result
+def _prepare_compilation() -> bool:
+    """What torch 2.13 needs to compile the scan op right; run eagerly while Dynamo traces.
+
+    * Inductor lowers the op to a ``while_loop`` indexed by a captured ``.item()``,
+      which fails (DataDependentOutputException) unless the graph being traced
+      allows scalar outputs, as ``fullgraph=True`` graphs do: allowed here for
+      this graph alone.
+    * Inductor computes wrong gradients for two scan ops chained in one graph when
+      it donates the backward's saved buffers (pytorch/pytorch#153679, fixed
+      upstream by #193960): donation is turned off, a global setting (compiled
+      backward passes then hold their saved buffers a little longer).
+
+    tests/test_torch.py holds both cases.
+    """
+    torch._functorch.config.donated_buffer = False
+    context = torch._guards.TracingContext.try_get()
+    shape_env = context.fake_mode.shape_env if context is not None and context.fake_mode is not None else None
+    if shape_env is not None and not shape_env.allow_scalar_outputs:
+        shape_env.settings = dataclasses.replace(shape_env.settings, allow_scalar_outputs=True)
+    return True
+
+
 def _copies(leaves: list[Any]) -> list[Any]:
     """A copy of every leaf. The scan op refuses a body whose results alias each other
     or its arguments; and in torch 2.13 inductor refuses a carry that autograd also
@@ -147,6 +164,7 @@ def _scan_op_loop(step: Step, states: list[Any], inputs: list[Any], mask: Any | 
     it). A step whose outputs are its states carries the states alone (see
     :meth:`Step.outputs_from_states`).
     """
+    _prepare_compilation()
     # The op slices its xs along time; contiguous ones keep each step's slice dense.
     xs = [x.contiguous() for x in inputs] + ([] if mask is None else [mask.contiguous()])
     n_inputs = len(inputs)
