@@ -175,13 +175,12 @@ def torch_by_hand(step: Callable[..., Any], x: Any, states: Any, mask: Any) -> A
     import torch
 
     m2 = mask.T[:, :, None]
-    m3 = m2[..., None]
     out = _first_output(states, torch.zeros_like)
     outputs = []
-    for t, x_t in enumerate(x.unbind(1)):
+    for x_t, m2_t, m3_t in zip(x.unbind(1), m2.unbind(0), m2[..., None].unbind(0)):
         new_out, new_states = step(x_t, states)
-        states = _merge(torch.where, m2[t], m3[t], new_states, states)
-        out = torch.where(m2[t], new_out, out)
+        states = _merge(torch.where, m2_t, m3_t, new_states, states)
+        out = torch.where(m2_t, new_out, out)
         outputs.append(out)
     return torch.stack(outputs, 1)
 
@@ -226,19 +225,25 @@ def torch_harness(rnn_call: RnnCall, compile: bool = False) -> Callable[[Data, s
         def forward(x: Any, states: Any, mask: Any) -> Any:
             return rnn_call(step, x, states, mask)
 
-        def forward_backward(x: Any, states: Any, mask: Any) -> Any:
+        def loss(x: Any, states: Any, mask: Any) -> Any:
             out = forward(x, states, mask)
-            return torch.autograd.grad((out * out * maskf).sum(), weights)
+            return (out * out * maskf).sum()
 
+        # torch.compile takes the forward pass and the loss; autograd.grad stays outside
+        # (inside, it would break the graph); the compiled backward runs all the same.
+        if compile:
+            forward, loss = torch.compile(forward, fullgraph=True), torch.compile(loss, fullgraph=True)
         if mode == FORWARD:
-            fwd = torch.compile(forward) if compile else forward
 
             def run() -> Any:
                 with torch.no_grad():
-                    return fwd(x, states, mask)
+                    return forward(x, states, mask)
 
             return run
-        fwd_bwd = torch.compile(forward_backward) if compile else forward_backward
+
+        def fwd_bwd(x: Any, states: Any, mask: Any) -> Any:
+            return torch.autograd.grad(loss(x, states, mask), weights)
+
         return lambda: list(fwd_bwd(x, states, mask))
 
     return build

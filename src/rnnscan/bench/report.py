@@ -233,6 +233,9 @@ def plot(rows: list[Row], path: Path, batch: int, units: int) -> bool:
     chosen = [r for r in rows if r["status"] == "ok" and r["B"] == batch and r["U"] == units]
     backends = [b for b in BACKENDS if any(r["backend"] == b for r in rows)]
     workloads = sorted({r["workload"] for r in rows})
+    # one colour per implementation in every panel: rnnscan's first, then the peers by name
+    every = sorted({r["impl"] for r in chosen}, key=lambda n: (not n.startswith("rnnscan"), n))
+    colors = {name: f"C{k % 10}" for k, name in enumerate(every)}
     fig, axes = plt.subplots(
         len(workloads), len(backends), figsize=(4.2 * len(backends), 3.3 * len(workloads)), squeeze=False
     )
@@ -241,8 +244,8 @@ def plot(rows: list[Row], path: Path, batch: int, units: int) -> bool:
             ax = axes[i][j]
             mine = [r for r in chosen if r["workload"] == workload and r["backend"] == backend]
             names = sorted({r["impl"] for r in mine}, key=lambda n: (not n.startswith("rnnscan"), n))
-            for k, name in enumerate(names):
-                color = f"C{k}"
+            for name in names:
+                color = colors[name]
                 for mode, style in zip(MODES, ("-", "--")):
                     line = sorted((r for r in mine if r["impl"] == name and r["mode"] == mode), key=lambda r: r["T"])
                     if not line:
