@@ -82,6 +82,22 @@ def _merge(where: Callable[..., Any], m2: Any, m3: Any, new: Any, old: Any) -> A
     return where(m2 if len(new.shape) == 2 else m3, new, old)
 
 
+def _scan_body(step: Callable[..., Any], where: Callable[..., Any], copy: Callable[[Any], Any] = lambda a: a) -> Any:
+    """A scan body ``((states, out), (x_t, m_t)) -> ((states, out), out)`` with the masked update written out;
+    ``copy`` applied to what it returns."""
+
+    def body(carry: Any, xs: Any) -> Any:
+        states, out = carry
+        x_t, m_t = xs
+        m2 = m_t[:, None]
+        new_out, new_states = step(x_t, states)
+        states = _merge(where, m2, m2[..., None], new_states, states)
+        out = where(m2, new_out, out)
+        return (tree_map(copy, states), copy(out)), copy(out)
+
+    return body
+
+
 # -- NumPy ----------------------------------------------------------------------------
 def numpy_by_hand(step: Callable[..., Any], x: Any, states: Any, mask: Any) -> Any:
     """The Python loop a NumPy user writes: keep states and outputs where the mask is off."""
@@ -117,17 +133,8 @@ def jax_by_hand(step: Callable[..., Any], x: Any, states: Any, mask: Any) -> Any
     import jax
     import jax.numpy as jnp
 
-    def body(carry: Any, inputs: Any) -> Any:
-        states, out = carry
-        x_t, m_t = inputs
-        m2 = m_t[:, None]
-        new_out, new_states = step(x_t, states)
-        states = _merge(jnp.where, m2, m2[..., None], new_states, states)
-        out = jnp.where(m2, new_out, out)
-        return (states, out), out
-
     carry = (list(states), _first_output(states, jnp.zeros_like))
-    _, outputs = jax.lax.scan(body, carry, (jnp.swapaxes(x, 0, 1), mask.T))
+    _, outputs = jax.lax.scan(_scan_body(step, jnp.where), carry, (jnp.swapaxes(x, 0, 1), mask.T))
     return jnp.swapaxes(outputs, 0, 1)
 
 
@@ -194,17 +201,9 @@ def torch_scan_by_hand(step: Callable[..., Any], x: Any, states: Any, mask: Any)
     import torch
     from torch._higher_order_ops.scan import scan
 
-    def body(carry: Any, xs: Any) -> Any:
-        states, out = carry
-        x_t, m_t = xs
-        m2 = m_t[:, None]
-        new_out, new_states = step(x_t, states)
-        states = _merge(torch.where, m2, m2[..., None], new_states, states)
-        out = torch.where(m2, new_out, out)
-        return (tree_map(torch.clone, states), out.clone()), out.clone()
-
     init = (tree_map(torch.clone, states), _first_output(states, torch.zeros_like))
-    _, outputs = scan(body, init, (x.transpose(0, 1).contiguous(), mask.T.contiguous()))
+    xs = (x.transpose(0, 1).contiguous(), mask.T.contiguous())
+    _, outputs = scan(_scan_body(step, torch.where, torch.clone), init, xs)
     return outputs.transpose(0, 1)
 
 
