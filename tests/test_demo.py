@@ -73,9 +73,3 @@ def test_command_line_help() -> None:
     )
     for flag in ("--backend", "--steps", "--seed", "--out"):
         assert flag in result.stdout
-
-
-@pytest.mark.skipif(importlib.util.find_spec("rnnscan.bench") is not None, reason="rnnscan.bench exists")
-def test_bench_missing(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench"]) == 2
-    assert "not available" in capsys.readouterr().err

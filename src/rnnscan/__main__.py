@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 
@@ -17,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo", help="train a custom recurrent cell with rnnscan.rnn on Python's own source code"
     )
     add_arguments(demo)
-    bench = commands.add_parser("bench", help="time rnnscan against its peers (needs rnnscan.bench)", add_help=False)
+    bench = commands.add_parser("bench", help="time rnnscan against its peers", add_help=False)
     bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to rnnscan.bench")
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:  # argparse's REMAINDER would reject `bench --quick`: pass the flags through as they are
@@ -28,14 +27,9 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import run_from_args
 
         return run_from_args(args)
-    try:
-        bench_module = importlib.import_module("rnnscan.bench")
-    except ModuleNotFoundError as error:
-        if error.name not in ("rnnscan.bench",):
-            raise
-        print("python -m rnnscan bench: not available in this version of rnnscan (no rnnscan.bench).", file=sys.stderr)
-        return 2
-    return int(bench_module.main(args.args[1:] if args.args[:1] == ["--"] else args.args) or 0)
+    from .bench import main as bench_main
+
+    return int(bench_main(args.args[1:] if args.args[:1] == ["--"] else args.args) or 0)
 
 
 if __name__ == "__main__":
