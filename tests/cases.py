@@ -163,3 +163,17 @@ def make_step(fw: Framework, w: dict[str, Any], config: Config) -> Callable[...,
         return out, new_states
 
     return step
+
+
+def gradient_problem(rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray]:
+    """float64 ``[x (2, 5, 3), h0 (2, 4), w (3, 4), u (4, 4)]`` for a tanh step, and a ``(2, 5)``
+    bool mask with its first step masked for sample 0: the data of the finite-difference tests."""
+    params = [
+        rng.standard_normal((2, 5, 3)),
+        rng.standard_normal((2, 4)),
+        rng.standard_normal((3, 4)) * 0.5,
+        rng.standard_normal((4, 4)) * 0.5,
+    ]
+    mask = rng.random((2, 5)) > 0.3
+    mask[0, 0] = False
+    return params, mask

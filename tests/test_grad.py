@@ -10,6 +10,7 @@ import pytest
 
 import rnnscan
 
+from cases import gradient_problem
 from frameworks import Framework, gradient
 
 
@@ -49,14 +50,7 @@ def make_loss(fw: Framework, rng: np.random.Generator, mask: np.ndarray, **kwarg
 def test_gradient_matches_finite_differences(diff_backend, rng, unroll, go_backwards, zero_output):
     fw = diff_backend
     with float64(fw):
-        params = [
-            rng.standard_normal((2, 5, 3)),
-            rng.standard_normal((2, 4)),
-            rng.standard_normal((3, 4)) * 0.5,
-            rng.standard_normal((4, 4)) * 0.5,
-        ]
-        mask = rng.random((2, 5)) > 0.3
-        mask[0, 0] = False
+        params, mask = gradient_problem(rng)
         loss = make_loss(fw, rng, mask, unroll=unroll, go_backwards=go_backwards, zero_output_for_mask=zero_output)
         grads = gradient(fw, loss, params)
 

@@ -21,7 +21,7 @@ tf_keras = pytest.importorskip("tf_keras")
 
 import rnnscan  # noqa: E402
 
-from cases import Case, Config, configurations  # noqa: E402
+from cases import Case, Config, configurations, gradient_problem  # noqa: E402
 from frameworks import framework  # noqa: E402
 from oracle import assert_matches_reference, assert_trees_close, case_and_reference  # noqa: E402
 
@@ -189,14 +189,7 @@ def _simple_rnn_loss(mask: np.ndarray, **kwargs: Any) -> Callable[..., Any]:
 def test_gradient_tape_in_tf_function_matches_finite_differences(
     rng: np.random.Generator, go_backwards: bool, jit: bool
 ) -> None:
-    params = [
-        rng.standard_normal((2, 5, 3)),
-        rng.standard_normal((2, 4)),
-        rng.standard_normal((3, 4)) * 0.5,
-        rng.standard_normal((4, 4)) * 0.5,
-    ]
-    mask = rng.random((2, 5)) > 0.3
-    mask[0, 0] = False
+    params, mask = gradient_problem(rng)
     loss = _simple_rnn_loss(mask, go_backwards=go_backwards, zero_output_for_mask=go_backwards)
     specs = [tf.TensorSpec([None, None, 3], tf.float64), tf.TensorSpec([None, 4], tf.float64)]
     specs += [tf.TensorSpec(p.shape, tf.float64) for p in params[2:]]

@@ -114,12 +114,18 @@ def test_dtype_and_device_are_kept(rng: np.random.Generator, dtype: Any, rtol: f
         np.testing.assert_allclose(FW.to_numpy(g), e.numpy(), rtol=rtol, atol=rtol)
 
 
-def test_meta_tensors_need_no_values() -> None:
-    """On the meta device every value read to the host fails: the loop reads none."""
+@pytest.mark.parametrize("masking", ["meta mask", "numpy mask", "numpy input_length"])
+def test_meta_tensors_need_no_values(masking: str) -> None:
+    """On the meta device every value read to the host fails: the loop reads none. A NumPy
+    mask or input_length is put on the inputs' device (else ``where`` would mix devices)."""
     x, h0, c = torch.empty(3, 7, 2, device="meta"), torch.empty(3, 4, device="meta"), torch.empty(4, device="meta")
-    mask = torch.empty(3, 7, dtype=torch.bool, device="meta")
     w, u = torch.empty(2, 4, device="meta"), torch.empty(4, 4, device="meta")
-    last, outputs, h = _masked_tanh(x, h0, c, w, u, mask=mask, zero_output_for_mask=True)
+    kwargs: dict[str, Any] = {
+        "meta mask": {"mask": torch.empty(3, 7, dtype=torch.bool, device="meta")},
+        "numpy mask": {"mask": np.arange(7)[None, :] < np.array([[7], [3], [1]])},
+        "numpy input_length": {"mask": None, "input_length": np.array([7, 3, 1])},
+    }[masking]
+    last, outputs, h = _masked_tanh(x, h0, c, w, u, zero_output_for_mask=True, **kwargs)
     assert (last.shape, outputs.shape, h.shape) == ((3, 4), (3, 7, 4), (3, 4))
     assert {t.device.type for t in (last, outputs, h)} == {"meta"}
 

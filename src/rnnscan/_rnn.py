@@ -89,10 +89,10 @@ def rnn(
     time_steps, batch = v.check_inputs(backend, input_leaves, time_major)
     v.check_states(backend, state_leaves, batch)
     if mask is not None:
-        mask = v.check_mask(backend, mask, time_steps, batch, time_major, bool(state_leaves))
+        mask = v.check_mask(backend, mask, time_steps, batch, time_major, bool(state_leaves), like)
         lengths = None
     else:
-        lengths = v.check_input_length(backend, input_length, batch, time_steps)
+        lengths = v.check_input_length(backend, input_length, batch, time_steps, like)
     v.check_static_time(unroll, time_steps)
 
     # Normalise once: time first, masks as (time, batch) bool, in processing order.

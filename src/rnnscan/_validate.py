@@ -141,13 +141,16 @@ def check_states(backend: Backend, leaves: Sequence[Any], batch: Any) -> None:
             )
 
 
-def check_mask(backend: Backend, mask: Any, time_steps: Any, batch: Any, time_major: bool, has_states: bool) -> Any:
-    """The mask as a ``(batch, time)`` (or ``(time, batch)``) array of the backend, bool or numeric."""
+def check_mask(
+    backend: Backend, mask: Any, time_steps: Any, batch: Any, time_major: bool, has_states: bool, like: Any = None
+) -> Any:
+    """The mask as a ``(batch, time)`` (or ``(time, batch)``) array of the backend (on the device of
+    ``like``), bool or numeric."""
     if not has_states:
         raise _error(ValueError, "initial_states", "at least one state when `mask` is given", "no states")
     if not backend.accepts(mask) or isinstance(mask, (bool, int, float)):
         check_same_framework(backend, "mask", [mask], arrays_only=True)
-    mask = backend.asarray(mask)
+    mask = backend.asarray(mask, like)
     layout = "(time, batch)" if time_major else "(batch, time)"
     expected = f"of shape {layout} or {layout[:-1]}, 1)"
     shape = backend.shape(mask)
@@ -162,8 +165,11 @@ def check_mask(backend: Backend, mask: Any, time_steps: Any, batch: Any, time_ma
     return mask
 
 
-def check_input_length(backend: Backend, input_length: Any, batch: Any, time_steps: Any = None) -> Any:
-    """None or an int: no masking. Else the lengths as a ``(batch,)`` integer array of the backend.
+def check_input_length(
+    backend: Backend, input_length: Any, batch: Any, time_steps: Any = None, like: Any = None
+) -> Any:
+    """None or an int: no masking. Else the lengths as a ``(batch,)`` integer array of the backend
+    (on the device of ``like``).
 
     Lengths must lie in ``[0, time_steps]``; this is checked where their values
     are concrete (NumPy, eager PyTorch and TensorFlow, JAX arrays outside a
@@ -179,7 +185,7 @@ def check_input_length(backend: Backend, input_length: Any, batch: Any, time_ste
     check_same_framework(backend, "input_length", [input_length], arrays_only=True)
     if not hasattr(input_length, "shape") or isinstance(input_length, np.generic):
         raise _error(TypeError, "input_length", expected, describe(input_length))
-    lengths = backend.asarray(input_length)
+    lengths = backend.asarray(input_length, like)
     shape = backend.shape(lengths)
     if len(shape) != 1 or (batch is not None and shape[0] is not None and shape[0] != batch):
         raise _error(ValueError, "input_length", expected, describe(lengths))

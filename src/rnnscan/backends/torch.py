@@ -89,8 +89,6 @@ class TorchBackend(Backend):
 
     def scan(self, step: Step, states: list[Any], inputs: list[Any], mask: Any | None, keep_all: bool) -> Result:
         """``inputs`` ``(time, batch, ...)``, ``mask`` ``(time, batch)`` bool or None; see :meth:`Backend.scan`."""
-        if mask is not None and mask.device != inputs[0].device:
-            mask = mask.to(inputs[0].device)  # a NumPy mask or input_length given with device inputs
         if self.compiled_loop == "scan" and torch.compiler.is_compiling():
             return _scan_op_loop(step, states, inputs, mask, keep_all)
         return python_loop(self, step, states, inputs, mask, keep_all)

@@ -73,6 +73,12 @@ def _first_output(states: Any, zeros_like: Callable[[Any], Any]) -> Any:
     return zeros_like(tree_leaves(states)[0])
 
 
+def _arrays(data: Data, convert: Callable[[Any], Any]) -> tuple[dict[str, Any], Any, Any, Any]:
+    """``(params, x, mask, states)`` of ``data`` converted to a framework's arrays."""
+    params = {k: convert(v) for k, v in data.params.items()}
+    return params, convert(data.x), convert(data.mask), tree_map(convert, data.states)
+
+
 def _merge(where: Callable[..., Any], m2: Any, m3: Any, new: Any, old: Any) -> Any:
     """``where(mask, new, old)`` on every state leaf, the mask broadcast to rank 2 or 3."""
     if isinstance(new, dict):
@@ -146,12 +152,7 @@ def jax_harness(rnn_call: RnnCall) -> Callable[[Data, str], Runner]:
         import jax.numpy as jnp
 
         ops = OPS["jax"]()
-        args = (
-            {k: jnp.asarray(v) for k, v in data.params.items()},
-            jnp.asarray(data.x),
-            jnp.asarray(data.mask),
-            tree_map(jnp.asarray, data.states),
-        )
+        args = _arrays(data, jnp.asarray)
 
         def forward(params: Any, x: Any, mask: Any, states: Any) -> Any:
             return rnn_call(data.workload.make_step(ops, params), x, states, mask)
@@ -323,12 +324,7 @@ def tensorflow_harness(rnn_call: RnnCall, jit_compile: bool = False) -> Callable
         import tensorflow as tf
 
         ops = OPS["tensorflow"]()
-        args = (
-            {k: tf.constant(v) for k, v in data.params.items()},
-            tf.constant(data.x),
-            tf.constant(data.mask),
-            tree_map(tf.constant, data.states),
-        )
+        args = _arrays(data, tf.constant)
         names = list(data.params)
 
         def forward(params: Any, x: Any, mask: Any, states: Any) -> Any:

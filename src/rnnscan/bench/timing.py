@@ -83,8 +83,9 @@ def measure_together(
     round_s = sum(firsts[i][1] * numbers[i] for i in live)  # type: ignore[index]
     count = max(min(repeats, 3), min(repeats, int(max_total_s * max(len(live), 1) / max(round_s, 1e-9))))
     samples: dict[int, list[float]] = {i: [] for i in live}
-    for r in range(count):
-        for i in live[r % len(live) :] + live[: r % len(live)] if live else []:
+    for r in range(count if live else 0):
+        k = r % len(live)  # this round's first callable
+        for i in live[k:] + live[:k]:
             start = clock()
             for _ in range(numbers[i]):
                 fns[i]()
