@@ -2,6 +2,6 @@
 
 from ._rnn import rnn
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["rnn", "__version__"]
