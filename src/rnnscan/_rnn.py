@@ -6,10 +6,12 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from . import _tree
 from . import _validate as v
 from ._step import Step
-from .backends import Backend, backend_for, framework_of
+from .backends import Backend, _compat, backend_for, framework_of
 from .backends._base import python_loop
 
 
@@ -59,7 +61,7 @@ def rnn(
         ``new_states`` structured like ``initial_states``.
     """
     v.check_step_function(step_function)
-    v.check_flags(
+    go_backwards, unroll, time_major, zero_output_for_mask, return_all_outputs = v.as_flags(
         go_backwards=go_backwards,
         unroll=unroll,
         time_major=time_major,
@@ -85,6 +87,8 @@ def rnn(
     like = next((x for x in input_leaves if backend.owns(x)), None)
     input_leaves = [backend.asarray(x, like) for x in input_leaves]
     state_leaves = [backend.asarray(s, like) for s in state_leaves]
+    constant_leaves, constants_spec = _tree.flatten(constants)
+    constants = _tree.unflatten(constants_spec, [_as_constant(backend, c, like) for c in constant_leaves])
 
     time_steps, batch = v.check_inputs(backend, input_leaves, time_major)
     v.check_states(backend, state_leaves, batch)
@@ -131,14 +135,16 @@ def rnn(
     )
 
 
-# TensorFlow's AutoGraph marker for "call as is": inside a tf.function, AutoGraph would
-# otherwise rewrite rnnscan's own Python (it needs no conversion: the TensorFlow backend
-# builds its tf.while_loop itself, and tf-keras's rnn is not converted either).
-rnn.autograph_info__ = frozenset()  # type: ignore[attr-defined]
+_compat.tf_call_unconverted(rnn)
 
 
 def _is_array(x: Any) -> bool:
     return framework_of(x) is not None
+
+
+def _as_constant(backend: Backend, x: Any, like: Any) -> Any:
+    """A constant leaf as the backend's array, as states are; Python scalars stay as they are."""
+    return backend.asarray(x, like) if isinstance(x, (np.ndarray, np.generic)) or backend.owns(x) else x
 
 
 def _mask_in_processing_order(backend: Backend, mask: Any, time_major: bool, go_backwards: bool) -> Any:
@@ -160,5 +166,5 @@ def _lengths_to_mask(backend: Backend, lengths: Any, time_steps: Any, go_backwar
     """
     t = backend.reshape(backend.arange(time_steps, like=lengths), (-1, 1))
     if go_backwards:
-        return backend.reshape(backend.max(lengths) - 1 - lengths, (1, -1)) < t
+        return backend.reshape(backend.max_length(lengths) - 1 - lengths, (1, -1)) < t
     return backend.reshape(lengths, (1, -1)) > t

@@ -43,9 +43,13 @@ class Step:
         self.constants = constants
         self.batch = batch
         self.zero_output_for_mask = zero_output_for_mask
-        self.pack_inputs = _tree.packer(inputs_spec)
-        self.pack_states = _tree.state_packer(states_spec)
-        self.flatten_states = _tree.sequence_flattener(states_spec)
+        self.pack_inputs = _tree.rebuilder(inputs_spec)
+        children = states_spec.children()
+        if all(child.is_leaf() for child in children):
+            self.pack_states: Callable[[list[Any]], tuple[Any, ...]] = tuple
+        else:
+            self.pack_states = lambda leaves: tuple(states_spec.unflatten(leaves))
+        self.flatten_states: Callable[[Any], list[Any]] = list
         self.states_spec = states_spec
         self.initial_states = initial_states
         self.output_spec: _tree.PyTreeSpec | None = None
@@ -59,7 +63,8 @@ class Step:
             self.output_spec = check_step_result(
                 self.backend, result, self.initial_states, self.states_spec, self.batch
             )
-            self.flatten_output = _tree.flattener(self.output_spec)
+            self.flatten_output = _tree.leaf_reader(self.output_spec)
+            self.flatten_states = _state_reader(self.states_spec, result[1])
         output, new_states = result
         return self.flatten_output(output), self.flatten_states(new_states)
 
@@ -164,3 +169,14 @@ class Step:
             else:
                 masked_output.append(where(m, o, p))
         return masked_states, masked_output
+
+
+def _state_reader(states_spec: _tree.PyTreeSpec, new_states: Any) -> Callable[[Any], list[Any]]:
+    """A function returning the leaves of the step's ``new_states``, which have the states'
+    structure up to container types (checked): the cheapest that does the job."""
+    children = states_spec.children()
+    if all(child.is_leaf() for child in children):
+        return list
+    if all(_tree.flatten(new)[1] == child for new, child in zip(new_states, children)):
+        return lambda states: [leaf for state in states for leaf in _tree.leaves(state)]
+    return lambda states: _tree.leaves_like(states_spec, states)

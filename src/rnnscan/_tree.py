@@ -1,65 +1,162 @@
-"""The few optree calls the core needs.
+"""The structure rules, tf.nest's and no stricter, on optree.
 
 Structures are flattened once when ``rnn()`` is entered and rebuilt once when it
-returns. Inside the loop the step function still sees the user's structures, so
-``packer``/``flattener`` return the cheapest function that does the job for a
-given structure: the identity for a bare array, ``tuple`` for a flat sequence.
+returns. optree knows the builtin containers and namedtuples; what tf.nest also
+treats as a structure is registered here, in rnnscan's own optree namespace, the
+first time its type is met:
+
+* any other ``collections.abc.Sequence`` (TF's ``ListWrapper``, tracked lists) or
+  ``collections.abc.Mapping`` (TF's ``_DictWrapper``), rebuilt as its own type;
+* the nodes registered with a framework's own pytree registry
+  (``jax.tree_util.register_dataclass``, torch's ``torch.utils._pytree``).
+
+A step may return its new states in other containers of the same kind (a list
+for a tuple, a dict for an ``OrderedDict``): :func:`leaves_like` reads their leaves
+in the order of the states' own structure.
 """
 
 from __future__ import annotations
 
+import collections.abc
 from collections.abc import Callable
 from typing import Any
 
 import optree
 
 PyTreeSpec = optree.PyTreeSpec
+NAMESPACE = "rnnscan"
+
+_LEAF_TYPES: set[type] = {str, bytes}  # types met as leaves, not to be asked about again
+_MAPPING_KINDS = {optree.PyTreeKind.DICT, optree.PyTreeKind.ORDEREDDICT, optree.PyTreeKind.DEFAULTDICT}
 
 
 def flatten(tree: Any) -> tuple[list[Any], PyTreeSpec]:
     """Leaves in a fixed order (dict keys sorted) and the structure to rebuild them."""
-    return optree.tree_flatten(tree)
-
-
-def structure(tree: Any) -> PyTreeSpec:
-    return optree.tree_structure(tree)
+    while True:
+        leaves, spec = optree.tree_flatten(tree, namespace=NAMESPACE)
+        if not _register_new_nodes(leaves):
+            return leaves, spec
 
 
 def leaves(tree: Any) -> list[Any]:
-    return optree.tree_leaves(tree)
+    return flatten(tree)[0]
 
 
 def unflatten(spec: PyTreeSpec, tree_leaves: Any) -> Any:
     return optree.tree_unflatten(spec, tree_leaves)
 
 
-def _children_are_leaves(spec: PyTreeSpec) -> bool:
-    return all(child.is_leaf() for child in spec.children())
-
-
-def packer(spec: PyTreeSpec) -> Callable[[list[Any]], Any]:
-    """A function rebuilding ``spec`` from its leaves, fast for the common shapes."""
+def rebuilder(spec: PyTreeSpec) -> Callable[[list[Any]], Any]:
+    """A function rebuilding ``spec`` from its leaves, fast for a bare array."""
     if spec.is_leaf():
         return lambda tree_leaves: tree_leaves[0]
     return spec.unflatten
 
 
-def state_packer(spec: PyTreeSpec) -> Callable[[list[Any]], tuple[Any, ...]]:
-    """Rebuild the sequence of states as the tuple the step function receives."""
-    if spec.type in (list, tuple) and _children_are_leaves(spec):
-        return tuple
-    return lambda tree_leaves: tuple(spec.unflatten(tree_leaves))
-
-
-def flattener(spec: PyTreeSpec) -> Callable[[Any], list[Any]]:
-    """A function returning the leaves of a tree that has structure ``spec``."""
+def leaf_reader(spec: PyTreeSpec) -> Callable[[Any], list[Any]]:
+    """A function returning the leaves of a tree known to have exactly structure ``spec``."""
     if spec.is_leaf():
         return lambda tree: [tree]
-    return optree.tree_leaves
-
-
-def sequence_flattener(spec: PyTreeSpec) -> Callable[[Any], list[Any]]:
-    """Leaves of a list or tuple of states (the container type may differ from ``spec``'s)."""
-    if _children_are_leaves(spec):
+    if spec.type in (list, tuple) and all(child.is_leaf() for child in spec.children()):
         return list
-    return lambda states: optree.tree_leaves(tuple(states))
+    return lambda tree: optree.tree_leaves(tree, namespace=NAMESPACE)
+
+
+def matches(spec: PyTreeSpec, tree: Any) -> bool:
+    """``tree`` has the structure ``spec`` up to the container types, as
+    ``tf.nest.assert_same_structure(..., check_types=False)``: a sequence for a
+    sequence, a mapping with the same keys for a mapping, anything else the same type."""
+    try:
+        leaves_like(spec, tree)
+    except (TypeError, ValueError, KeyError):
+        return False
+    return True
+
+
+def leaves_like(spec: PyTreeSpec, tree: Any) -> list[Any]:
+    """The leaves of ``tree`` in the order of ``spec``, whose structure it has up to the
+    container types (see :func:`matches`); raises ``ValueError`` where it does not."""
+    if spec.is_leaf():
+        if _is_node(tree):
+            raise ValueError("a structure where a leaf was expected")
+        return [tree]
+    children = spec.children()
+    if spec.kind == optree.PyTreeKind.NONE:
+        if tree is not None:
+            raise ValueError("None expected")
+        return []
+    if _is_mapping(spec):
+        if not isinstance(tree, collections.abc.Mapping) or set(tree) != set(spec.entries()):
+            raise ValueError("a mapping with other keys")
+        return [leaf for key, child in zip(spec.entries(), children) for leaf in leaves_like(child, tree[key])]
+    if _is_sequence(spec):
+        if not _is_sequence_value(tree) or len(tree) != len(children):
+            raise ValueError("a sequence of another length")
+        return [leaf for item, child in zip(tree, children) for leaf in leaves_like(child, item)]
+    own_leaves, own_spec = flatten(tree)
+    if own_spec != spec:
+        raise ValueError("another structure")
+    return own_leaves
+
+
+def _is_mapping(spec: PyTreeSpec) -> bool:
+    return spec.kind in _MAPPING_KINDS or (
+        spec.kind == optree.PyTreeKind.CUSTOM and issubclass(spec.type, collections.abc.Mapping)
+    )
+
+
+def _is_sequence(spec: PyTreeSpec) -> bool:
+    return spec.type is not None and issubclass(spec.type, collections.abc.Sequence) and not _is_mapping(spec)
+
+
+def _is_sequence_value(x: Any) -> bool:
+    return isinstance(x, collections.abc.Sequence) and not isinstance(x, (str, bytes))
+
+
+def _is_node(x: Any) -> bool:
+    return not optree.tree_structure(x, namespace=NAMESPACE).is_leaf() if x is not None else True
+
+
+def _register_new_nodes(tree_leaves: list[Any]) -> bool:
+    """Register, in rnnscan's namespace, the types among ``tree_leaves`` that tf.nest or a
+    framework's registry treats as structures; True if any was registered."""
+    registered = False
+    for leaf in tree_leaves:
+        cls = type(leaf)
+        if cls in _LEAF_TYPES:
+            continue
+        node = _node_functions(leaf)
+        if node is None:
+            _LEAF_TYPES.add(cls)
+            continue
+        optree.register_pytree_node(cls, *node, namespace=NAMESPACE)
+        registered = True
+    return registered
+
+
+def _node_functions(x: Any) -> tuple[Callable[..., Any], Callable[..., Any]] | None:
+    """``(flatten, unflatten)`` for optree where ``type(x)`` is a structure; None for a leaf."""
+    from .backends import registered_node
+
+    framework_node = registered_node(x)
+    if framework_node is not None:
+        return framework_node
+    cls = type(x)
+    if isinstance(x, collections.abc.Mapping):
+        return _flatten_mapping, lambda keys, children: _rebuild(cls, dict, dict(zip(keys, children)))
+    if _is_sequence_value(x):
+        return (lambda s: (list(s), None)), lambda _, children: _rebuild(cls, list, list(children))
+    return None
+
+
+def _flatten_mapping(mapping: Any) -> tuple[list[Any], list[Any], list[Any]]:
+    keys = sorted(mapping)  # tf.nest's order
+    return [mapping[k] for k in keys], keys, keys
+
+
+def _rebuild(cls: type, fallback: type, contents: Any) -> Any:
+    """``cls(contents)``; the plain builtin where ``cls`` cannot be built from its contents."""
+    try:
+        return cls(contents)
+    except TypeError:
+        return fallback(contents)

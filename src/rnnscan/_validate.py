@@ -7,6 +7,7 @@ call, before the masked update or any output is produced).
 
 from __future__ import annotations
 
+import collections.abc
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -53,18 +54,20 @@ def check_step_function(step_function: Any) -> None:
         )
 
 
-def check_flags(**flags: Any) -> None:
+def as_flags(**flags: Any) -> tuple[bool, ...]:
+    """The flags, in ``_FLAGS`` order, as Python bools (NumPy's bools are bools too)."""
     for name in _FLAGS:
         value = flags[name]
-        if not isinstance(value, bool) and type(value).__name__ != "bool_":
+        if not isinstance(value, (bool, np.bool_)):
             raise _error(TypeError, name, "a bool", describe(value))
+    return tuple(bool(flags[name]) for name in _FLAGS)
 
 
 def as_state_sequence(initial_states: Any, is_array: Callable[[Any], bool]) -> list[Any] | tuple[Any, ...]:
     """``initial_states`` as the list or tuple of states; a single array is one state."""
     if is_array(initial_states):
         return [initial_states]
-    if not isinstance(initial_states, (list, tuple)):
+    if not isinstance(initial_states, collections.abc.Sequence) or isinstance(initial_states, (str, bytes)):
         raise _error(
             TypeError,
             "initial_states",
@@ -191,10 +194,10 @@ def check_input_length(
         raise _error(ValueError, "input_length", expected, describe(lengths))
     if not backend.is_integer(lengths):
         raise _error(TypeError, "input_length", expected, describe(lengths))
-    values = _concrete_values(backend, lengths)
+    values = backend.host_values(lengths)
     if values is not None:
         _check_length_range(values, time_steps, describe(lengths))
-    return lengths
+    return backend.as_index(lengths)
 
 
 def _check_length_range(values: np.ndarray, time_steps: Any, given: str) -> None:
@@ -210,30 +213,6 @@ def _check_length_range(values: np.ndarray, time_steps: Any, given: str) -> None
 def _length_range(time_steps: Any) -> str:
     bound = "the number of time steps" if time_steps is None else f"the number of time steps, {time_steps}"
     return f"lengths between 0 and {bound}"
-
-
-def _concrete_values(backend: Backend, x: Any) -> np.ndarray | None:
-    """The values of ``x`` as NumPy where they are known now; None where ``x`` is symbolic."""
-    if backend.name == "numpy":
-        return np.asarray(x)
-    if backend.name == "jax":
-        import jax
-
-        return None if isinstance(x, jax.core.Tracer) else np.asarray(x)
-    if backend.name == "torch":
-        import torch
-
-        if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
-            return None
-        try:  # functorch-wrapped (vmap, grad) and meta tensors have no values to read
-            return x.detach().cpu().numpy()
-        except (RuntimeError, NotImplementedError, TypeError):
-            return None
-    if backend.name == "tensorflow":
-        import tensorflow as tf
-
-        return x.numpy() if tf.executing_eagerly() and hasattr(x, "numpy") else None
-    return None
 
 
 def check_static_time(unroll: bool, time_steps: Any) -> None:
@@ -282,12 +261,15 @@ def check_step_result(
             f"{len(new_states)} new states",
         )
     for i, (new, old) in enumerate(zip(new_states, initial_states)):
-        new_leaves, new_spec = _tree.flatten(new)
         old_leaves, old_spec = _tree.flatten(old)
-        if new_spec != old_spec:
+        if not _tree.matches(old_spec, new):
             raise _error(
-                ValueError, "step_function", f"returning new state {i} with the structure {old_spec}", str(new_spec)
+                ValueError,
+                "step_function",
+                f"returning new state {i} with the structure {old_spec}",
+                str(_tree.flatten(new)[1]),
             )
+        new_leaves = _tree.leaves_like(old_spec, new)
         for new_leaf, old_leaf in zip(new_leaves, old_leaves):
             if not backend.owns(new_leaf):
                 raise _error(

@@ -60,6 +60,17 @@ def framework_of(x: Any) -> str | None:
 _NOT_ARRAYS = (list, tuple, dict, str, bytes, int, float, complex, type(None))
 
 
+def registered_node(x: Any) -> tuple[Any, Any] | None:
+    """``(flatten, unflatten)`` where ``type(x)`` is a node of an imported framework's own
+    pytree registry (see :meth:`Backend.registered_node`); else None."""
+    for name in _FRAMEWORKS:
+        if name in sys.modules:
+            node = get_backend(name).registered_node(x)
+            if node is not None:
+                return node
+    return None
+
+
 def backend_for(leaves: Iterable[Any]) -> Backend | None:
     """The backend of the first non-NumPy array among ``leaves``; NumPy if all are NumPy.
 
@@ -74,4 +85,4 @@ def backend_for(leaves: Iterable[Any]) -> Backend | None:
     return get_backend(found) if found else None
 
 
-__all__ = ["Backend", "backend_for", "framework_of", "get_backend"]
+__all__ = ["Backend", "backend_for", "framework_of", "get_backend", "registered_node"]

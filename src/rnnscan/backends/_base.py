@@ -39,6 +39,16 @@ class Backend:
         """``x`` as an array of this framework (on the device of ``like``, where that matters)."""
         raise NotImplementedError
 
+    def registered_node(self, x: Any) -> tuple[Any, Any] | None:
+        """``(flatten, unflatten)`` for optree where ``type(x)`` is a node of this framework's
+        own pytree registry; None where it is not (or the framework has none)."""
+        return None
+
+    def host_values(self, x: Any) -> Any:
+        """``x``'s values as a NumPy array where they are concrete now; None where they are
+        not (traced, transformed, fake or meta) and must not be read."""
+        return None
+
     # -- facts about an array ----------------------------------------------
     def shape(self, x: Any) -> Shape:
         return tuple(x.shape)
@@ -90,13 +100,19 @@ class Backend:
         """``[0, 1, ..., n-1]`` with the integer dtype of ``like``."""
         raise NotImplementedError
 
-    def max(self, x: Any) -> Any:
+    def as_index(self, x: Any) -> Any:
+        """An integer array as the framework's widest index dtype (int64; JAX's default int)."""
+        raise NotImplementedError
+
+    def max_length(self, lengths: Any) -> Any:
+        """The largest of ``(batch,)`` non-negative lengths; 0 for an empty batch."""
         raise NotImplementedError
 
     def all_true_per_step(self, mask: Any) -> list[bool] | None:
         """For a ``(time, batch)`` mask with concrete values, whether each step keeps every
         sample, read to the host once; None where the values are symbolic (traced)."""
-        return None
+        values = self.host_values(mask)
+        return None if values is None else values.all(axis=1).tolist()
 
     def cumulative_any(self, mask: Any) -> Any:
         """``(time, batch)`` bool: whether any step up to and including ``t`` is True."""
@@ -162,7 +178,8 @@ def python_loop(
 
     # one mask per rank among the state and output leaves; each leaf points at its rank's
     ranks = sorted({len(backend.shape(leaf)) for leaf in [*states, *first[0]]})
-    shaped = [backend.reshape(mask, (*backend.shape(mask), *(1,) * (rank - 1))) for rank in ranks]
+    sizes = tuple(-1 if size is None else size for size in backend.shape(mask))  # batch may be unknown
+    shaped = [backend.reshape(mask, (*sizes, *(1,) * (rank - 1))) for rank in ranks]
     state_ranks = [ranks.index(len(backend.shape(s))) for s in states]
     output_ranks = [ranks.index(len(backend.shape(o))) for o in first[0]]
     all_kept = backend.all_true_per_step(mask)

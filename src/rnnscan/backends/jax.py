@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._base import Backend
 
@@ -18,10 +19,23 @@ class JaxBackend(Backend):
     name = "jax"
 
     def owns(self, x: Any) -> bool:
-        return isinstance(x, jax.Array)
+        # jax.Array covers tracers; __jax_array__ is JAX's conversion protocol (keras.Variable)
+        return isinstance(x, jax.Array) or hasattr(type(x), "__jax_array__")
 
     def asarray(self, x: Any, like: Any = None) -> Any:
         return jnp.asarray(x)
+
+    def registered_node(self, x: Any) -> tuple[Any, Any] | None:
+        if jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(x)):
+            return None
+
+        def flatten(node: Any) -> tuple[list[Any], Any]:
+            return jax.tree_util.tree_flatten(node, is_leaf=lambda child: child is not node)
+
+        return flatten, lambda treedef, children: jax.tree_util.tree_unflatten(treedef, children)
+
+    def host_values(self, x: Any) -> Any:
+        return None if isinstance(x, jax.core.Tracer) else np.asarray(x)
 
     def is_bool(self, x: Any) -> bool:
         return x.dtype == jnp.bool_
@@ -59,8 +73,11 @@ class JaxBackend(Backend):
     def arange(self, n: Any, like: Any) -> Any:
         return jnp.arange(n, dtype=like.dtype)
 
-    def max(self, x: Any) -> Any:
-        return jnp.max(x)
+    def as_index(self, x: Any) -> Any:
+        return x.astype(int)  # JAX's default int: int64 with x64 enabled, else int32
+
+    def max_length(self, lengths: Any) -> Any:
+        return jnp.max(lengths, initial=0)
 
     def cumulative_any(self, mask: Any) -> Any:
         return jnp.cumsum(mask, axis=0, dtype=jnp.int32) > 0

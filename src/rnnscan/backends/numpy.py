@@ -28,8 +28,8 @@ class NumpyBackend(Backend):
     def is_numeric(self, x: Any) -> bool:
         return np.issubdtype(x.dtype, np.number)
 
-    def all_true_per_step(self, mask: Any) -> list[bool]:
-        return mask.all(axis=1).tolist()
+    def host_values(self, x: Any) -> Any:
+        return np.asarray(x)
 
     def swap_batch_time(self, x: Any) -> Any:
         return np.swapaxes(x, 0, 1)
@@ -58,8 +58,11 @@ class NumpyBackend(Backend):
     def arange(self, n: Any, like: Any) -> Any:
         return np.arange(n, dtype=like.dtype)
 
-    def max(self, x: Any) -> Any:
-        return np.max(x)
+    def as_index(self, x: Any) -> Any:
+        return x.astype(np.int64)
+
+    def max_length(self, lengths: Any) -> Any:
+        return np.max(lengths, initial=0)
 
 
 BACKEND = NumpyBackend()

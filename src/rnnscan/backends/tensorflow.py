@@ -15,22 +15,20 @@ from typing import TYPE_CHECKING, Any
 
 import tensorflow as tf
 
+from . import _compat
 from ._base import Backend, python_loop
 
 if TYPE_CHECKING:
     from .._step import Step
-
-try:  # how tf-keras tells an XLA trace (no public API says it)
-    from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext as _in_xla_context
-except ImportError:  # pragma: no cover - then every graph loop gets the XLA bound
-    _in_xla_context = None
 
 
 class TensorflowBackend(Backend):
     name = "tensorflow"
 
     def owns(self, x: Any) -> bool:
-        return isinstance(x, (tf.Tensor, tf.Variable))
+        # tensors (graph ones too), variables (resource, mirrored, distributed), and what
+        # converts through TensorFlow's own protocol, __tf_tensor__ (keras.Variable)
+        return isinstance(x, (tf.Tensor, tf.Variable)) or hasattr(type(x), "__tf_tensor__")
 
     def asarray(self, x: Any, like: Any = None) -> Any:
         return tf.convert_to_tensor(x)
@@ -47,10 +45,17 @@ class TensorflowBackend(Backend):
     def is_numeric(self, x: Any) -> bool:
         return x.dtype.is_integer or x.dtype.is_floating or x.dtype.is_complex
 
+    def host_values(self, x: Any) -> Any:
+        return x.numpy() if tf.executing_eagerly() and hasattr(x, "numpy") else None
+
     def all_true_per_step(self, mask: Any) -> list[bool] | None:
         if not tf.executing_eagerly():
             return None
         return tf.reduce_all(mask, axis=1).numpy().tolist()
+
+    def to_bool(self, x: Any) -> Any:
+        # an op, not `x != 0`: in a TF1 graph that is Python's identity comparison
+        return x if x.dtype == tf.bool else tf.not_equal(x, tf.zeros((), x.dtype))
 
     def swap_batch_time(self, x: Any) -> Any:
         return tf.transpose(x, [1, 0, *range(2, x.shape.rank)])
@@ -81,8 +86,11 @@ class TensorflowBackend(Backend):
     def arange(self, n: Any, like: Any) -> Any:
         return tf.range(n, dtype=like.dtype)
 
-    def max(self, x: Any) -> Any:
-        return tf.reduce_max(x)
+    def as_index(self, x: Any) -> Any:
+        return tf.cast(x, tf.int64)
+
+    def max_length(self, lengths: Any) -> Any:
+        return tf.reduce_max(tf.concat([lengths, tf.zeros((1,), lengths.dtype)], 0))
 
     def time_steps(self, x: Any) -> Any:
         static = x.shape[0]
@@ -143,7 +151,7 @@ def while_loop(
 
     # XLA needs ``maximum_iterations`` to size the gradient's accumulators; elsewhere
     # the condition alone bounds the loop (one test per step, as tf-keras).
-    bound = time_steps if _building_for_xla() else None
+    bound = time_steps if _compat.tf_building_for_xla() else None
 
     @tf.autograph.experimental.do_not_convert
     def cond(t: Any, *_: Any) -> Any:
@@ -164,13 +172,6 @@ def while_loop(
         stacked.set_shape([static_time, *o.shape])
         outputs.append(stacked)
     return states, last, outputs
-
-
-def _building_for_xla() -> bool:
-    """True while tracing for XLA (``jit_compile=True``); True too where that cannot be told."""
-    if _in_xla_context is None:
-        return True
-    return bool(_in_xla_context(tf.compat.v1.get_default_graph()))
 
 
 def _same_static_shape(x: Any, shape: Sequence[int]) -> bool:

@@ -10,14 +10,14 @@ core's :class:`rnnscan._step.Step`.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import optree
 import torch
-import torch._functorch.config
-from torch.utils._pytree import tree_map
+from torch.overrides import is_tensor_like
 
+from . import _compat
 from ._base import Backend, python_loop
 
 if TYPE_CHECKING:
@@ -33,10 +33,21 @@ class TorchBackend(Backend):
     compiled_loop: str = "scan"
 
     def owns(self, x: Any) -> bool:
-        return isinstance(x, torch.Tensor)
+        # tensors and their subclasses (nn.Parameter), and what torch's own dispatch
+        # treats as tensors: objects with __torch_function__ (keras.Variable)
+        return isinstance(x, torch.Tensor) or is_tensor_like(x)
 
     def asarray(self, x: Any, like: Any = None) -> Any:
+        if not isinstance(x, torch.Tensor) and is_tensor_like(x):
+            # through the object's own __torch_function__: a view autograd reaches it by
+            return torch.reshape(x, tuple(x.shape))
         return torch.as_tensor(x, device=None if like is None else like.device)
+
+    def registered_node(self, x: Any) -> tuple[Any, Any] | None:
+        return _compat.torch_registered_node(x)
+
+    def host_values(self, x: Any) -> Any:
+        return x.detach().cpu().numpy() if _readable(x) else None
 
     def is_bool(self, x: Any) -> bool:
         return x.dtype == torch.bool
@@ -74,13 +85,16 @@ class TorchBackend(Backend):
     def arange(self, n: Any, like: Any) -> Any:
         return torch.arange(n, dtype=like.dtype, device=like.device)
 
-    def max(self, x: Any) -> Any:
-        return x.max()
+    def as_index(self, x: Any) -> Any:
+        return x.long()
+
+    def max_length(self, lengths: Any) -> Any:
+        return torch.cat([lengths, lengths.new_zeros(1)]).max()
 
     def all_true_per_step(self, mask: Any) -> list[bool] | None:
         # Read to the host only where the mask already is there (CPU) and is concrete:
         # on an accelerator this would be a synchronisation before the loop.
-        if mask.device.type != "cpu" or torch.compiler.is_compiling():
+        if mask.device.type != "cpu" or not _readable(mask):
             return None
         return mask.all(dim=1).tolist()
 
@@ -92,6 +106,14 @@ class TorchBackend(Backend):
         if self.compiled_loop == "scan" and torch.compiler.is_compiling():
             return _scan_op_loop(step, states, inputs, mask, keep_all)
         return python_loop(self, step, states, inputs, mask, keep_all)
+
+
+def _readable(x: Any) -> bool:
+    """``x``'s values may be read on the host: not while compiling or tracing, and not
+    for a tensor whose values are hidden (vmap, fake, meta)."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
+        return False
+    return not _compat.torch_values_are_hidden(x)
 
 
 class _CopyGradient(torch.autograd.Function):
@@ -120,29 +142,13 @@ def _scan(body: Any, init: Any, xs: list[Any]) -> Any:
     """``torch._higher_order_ops.scan`` with each result's gradient a tensor of its own."""
     from torch._higher_order_ops.scan import scan
 
-    return tree_map(_CopyGradient.apply, scan(body, init, xs))
+    return optree.tree_map(_CopyGradient.apply, scan(body, init, xs))
 
 
 @torch.compiler.assume_constant_result
 def _prepare_compilation() -> bool:
-    """What torch 2.13 needs to compile the scan op right; run eagerly while Dynamo traces.
-
-    * Inductor lowers the op to a ``while_loop`` indexed by a captured ``.item()``,
-      which fails (DataDependentOutputException) unless the graph being traced
-      allows scalar outputs, as ``fullgraph=True`` graphs do: allowed here for
-      this graph alone.
-    * Inductor computes wrong gradients for two scan ops chained in one graph when
-      it donates the backward's saved buffers (pytorch/pytorch#153679, fixed
-      upstream by #193960): donation is turned off, a global setting (compiled
-      backward passes then hold their saved buffers a little longer).
-
-    tests/test_torch.py holds both cases.
-    """
-    torch._functorch.config.donated_buffer = False
-    context = torch._guards.TracingContext.try_get()
-    shape_env = context.fake_mode.shape_env if context is not None and context.fake_mode is not None else None
-    if shape_env is not None and not shape_env.allow_scalar_outputs:
-        shape_env.settings = dataclasses.replace(shape_env.settings, allow_scalar_outputs=True)
+    """Run eagerly while Dynamo traces (see :func:`_compat.torch_prepare_scan_compilation`)."""
+    _compat.torch_prepare_scan_compilation()
     return True
 
 
