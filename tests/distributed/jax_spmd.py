@@ -266,6 +266,47 @@ def check_shard_map(name: str, lengths_rule: str = "", vma: str = "off") -> dict
     }
 
 
+def check_shard_map_carry(case: str, check_vma: bool = True) -> dict:
+    """Under ``check_vma`` (JAX's default), rnn's loop carry must be as varying as the shard's data.
+
+    ``case="output_not_a_state"``: the step outputs ``2 * h``, not a state, so the loop also
+    carries the previous output. ``case="initial_state_made_in_the_shard"``: the initial
+    state is ``jnp.zeros(...)`` made inside the shard (as Keras's ``get_initial_state`` does),
+    not an input. Either works on one device, so it must work under shard_map. With
+    ``check_vma=False`` there are no varying types to match (the gradients are psum'd here).
+    """
+    mesh = jax.make_mesh((8,), ("data",))
+    params = {"w": f32(DA, U, scale=0.5), "u": f32(U, U, scale=0.5)}
+    x, mask, h0 = f32(B, T, DA), rng.random((B, T)) > 0.3, f32(B, U)
+    if case == "initial_state_made_in_the_shard":
+        h0[:] = 0
+
+    def loss(params, x, mask, h0):
+        def step(x_t, states):
+            h = jnp.tanh(x_t @ params["w"] + states[0] @ params["u"])
+            return (2 * h if case == "output_not_a_state" else h), [h]
+
+        if case == "initial_state_made_in_the_shard":
+            h0 = jnp.zeros((x.shape[0], U), x.dtype)
+        last, outputs, _ = rnnscan.rnn(step, x, [h0], mask=mask, go_backwards=True)
+        return (jnp.sum(outputs**2) + jnp.sum(last)) / B
+
+    def per_shard(params, x, mask, h0):
+        value, grads = jax.value_and_grad(loss)(params, x, mask, h0)
+        if not check_vma:  # with check_vma, JAX has summed the gradients of the replicated weights
+            grads = jax.lax.psum(grads, "data")
+        return jax.lax.psum(value, "data"), grads
+
+    specs = (P(), P("data"), P("data"), P("data"))
+    step = jax.jit(shard_map_fn()(per_shard, mesh=mesh, in_specs=specs, out_specs=P(), check_vma=check_vma))
+    over_batch = NamedSharding(mesh, P("data"))
+    value, grads = step(jax.device_put(params, NamedSharding(mesh, P())), *jax.device_put((x, mask, h0), over_batch))
+    ref_value, ref_grads = one_device(jax.jit(jax.value_and_grad(loss)), (params, x, mask, h0))
+    assert_close(value, ref_value, "loss")
+    assert_trees_close(grads, ref_grads, "gradient")
+    return {"loss": float(value)}
+
+
 def check_model_parallel(name: str) -> dict:
     """A 2x4 mesh: batch over "data", the hidden units of every weight over "model"."""
     config = {**DEFAULTS, **CONFIGS[name]}
@@ -330,6 +371,9 @@ def main() -> None:
     name = "mask_go_backwards_zero_output"
     report(f"shard_map[{name}, check_vma: JAX sums in the loop]", part(check_shard_map, name, vma="implicit"))
     report(f"shard_map[{name}, check_vma, weights cast to varying]", part(check_shard_map, name, vma="varying"))
+    for case in ("output_not_a_state", "initial_state_made_in_the_shard"):
+        report(f"shard_map[check_vma, {case}]", part(check_shard_map_carry, case))
+        report(f"shard_map[check_vma=False, {case}]", part(check_shard_map_carry, case, check_vma=False))
     name = "input_length_go_backwards"
     report(f"shard_map[{name}, full length in every shard]", part(check_shard_map, name, "full_length_in_every_shard"))
     report(f"shard_map[{name}, local rule]", part(check_shard_map, name, "shards_shorter_than_batch"))
