@@ -3,33 +3,45 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+# Before any framework loads; what the user set stays. (TensorFlow 2.21 writes a few lines before its
+# logging starts, which no setting hides; the bench imports the frameworks before its progress bar.)
+LOG_DEFAULTS = {"TF_CPP_MIN_LOG_LEVEL": "2", "GRPC_VERBOSITY": "ERROR", "GLOG_minloglevel": "2"}
 
 
 def main(argv: list[str] | None = None) -> int:
     """The command line: one subcommand per tool."""
+    for name, value in LOG_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    from . import bench, demo
+
     parser = argparse.ArgumentParser(prog="python -m rnnscan", description="rnnscan's command-line tools.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,bench}")
-    from .demo import add_arguments
-
-    demo = commands.add_parser(
-        "demo", help="train a custom recurrent cell with rnnscan.rnn on Python's own source code"
+    demo.add_arguments(
+        commands.add_parser(
+            "demo",
+            help=demo.SUMMARY,
+            description=demo.DESCRIPTION,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
     )
-    add_arguments(demo)
-    bench = commands.add_parser("bench", help="time rnnscan against its peers", add_help=False)
-    bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to rnnscan.bench")
+    bench_parser = bench.parser()
+    commands.add_parser(
+        "bench",
+        help="time rnnscan against its peers",
+        parents=[bench_parser],
+        add_help=False,
+        description=bench_parser.description,
+        formatter_class=bench_parser.formatter_class,
+        prog=bench_parser.prog,
+    )
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"]:  # argparse's REMAINDER would reject `bench --quick`: pass the flags through as they are
-        argv = ["bench", "--", *argv[1:]]
     args = parser.parse_args(argv)
-
     if args.command == "demo":
-        from .demo import run_from_args
-
-        return run_from_args(args)
-    from .bench import main as bench_main
-
-    return int(bench_main(args.args[1:] if args.args[:1] == ["--"] else args.args) or 0)
+        return demo.run_from_args(args)
+    return bench.run(args, argv[1:])
 
 
 if __name__ == "__main__":

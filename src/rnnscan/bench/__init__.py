@@ -1,123 +1,183 @@
 """``python -m rnnscan bench``: what rnnscan costs against what you would otherwise use, on your machine.
 
-Three workloads (W1 a masked tanh SimpleRNN, W2 an LSTM step with two states, W3
-a nested dict state with a rank-3 leaf), each run by rnnscan and by its peers on
-the same backend, on the same data, in the same run:
-
-* NumPy: rnnscan, a loop by hand, Keras 3 (numpy backend; forward only).
-* JAX (``jax.jit``): rnnscan, ``jax.lax.scan`` by hand, Keras 3 (jax backend).
-* PyTorch (eager): rnnscan, a loop by hand, Keras 3 (torch backend),
-  ``torch.nn.RNN``/``torch.nn.LSTM`` (fused kernels) for W1/W2; the full grid
-  adds rnnscan under ``torch.compile`` (T <= 100).
-* TensorFlow (``tf.function``): rnnscan, ``tf.while_loop`` by hand,
-  ``tf_keras.backend.rnn``, Keras 3 (tensorflow backend); the full grid adds
-  rnnscan under XLA.
-
-Keras 3 runs in one subprocess per backend. Forward and forward+backward
-(gradients of a loss of the outputs with respect to the weights); the first call
-(warm-up, compilation) is reported on its own; the figures are medians of repeated
-runs with their spread, per time step, and as ratios to the fastest peer on the
-same backend. A peer that is not installed is a row marked ``missing``. Writes
-``bench.json`` (every figure and the machine), ``bench.png`` (time per step
-against T) and ``bench.md`` (the tables in Markdown) to ``--out``.
+The workloads, implementations and passes are in :mod:`.workloads` and
+:mod:`.peers`; the timing in :mod:`.timing`; the plan and its rows in
+:mod:`.harness`; the tables, notes, JSON and plots in :mod:`.report`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-from .harness import Settings, execute, make_plan, parse_list, progress_bar
-from .peers import BACKENDS
-from .report import derive, document, machine, markdown, plot, print_tables
+from .harness import Row, Settings, execute, install, plan
+from .peers import BACKENDS, implementations
+from .report import derive, document, markdown, plot_ratios, plot_times, print_report
 from .threads import limit_threads
-from .workloads import WORKLOADS
+from .workloads import INPUT_DIM, WORKLOADS
+
+__all__ = ["Row", "Settings", "main", "parser"]
 
 QUICK = {"times": (10, 100), "batches": (32,), "units": (64,), "repeats": 5, "min_sample_s": 0.01, "max_total_s": 2.0}
-SMOKE = {"times": (4,), "batches": (2,), "units": (8,), "repeats": 2, "min_sample_s": 0.001, "max_total_s": 0.2}
+QUICK_TIME = "about 2 minutes on 2 idle cores"  # measured: see README, Performance
 
-__all__ = ["main", "Settings"]
+DESCRIPTION = (
+    f"""\
+Time rnnscan against the loops you would otherwise use, on this machine, in one
+run: tables on the terminal, and in --out: bench.json (every figure and the
+machine), bench.md (the tables), bench.png (rnnscan's time over each peer's)
+and bench_T.png (time per step against T).
+
+workloads (float32, D={INPUT_DIM} input features, a right-padded mask):
+"""
+    + "\n".join(f"  {k} {w.title}:\n     {w.definition}" for k, w in WORKLOADS.items())
+    + """
+
+peers: a loop written by hand and Keras 3 on every backend; torch.nn.RNN/LSTM
+(fused) on PyTorch; tf_keras on TensorFlow; the full grid adds torch.compile
+and XLA. Forward and forward+backward (NumPy: forward only).
+
+sizes: T varies at B=32 U=64, then B and U vary one at a time at T=100.
+"""
+)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m rnnscan bench",
-        description="Time rnnscan against the loops you would otherwise use, on this machine: a table on the "
-        "terminal, bench.json (every figure and the machine), bench.png (time per step against T), bench.md.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def parser() -> argparse.ArgumentParser:
+    """The bench's flags (also the ``bench`` subcommand of ``python -m rnnscan``)."""
+    p = argparse.ArgumentParser(
+        prog="python -m rnnscan bench", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--quick", action="store_true", help="a small grid: T in {10, 100}, B=32, U=64 (a few minutes at most)"
-    )
-    parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tests: tiny sizes, no real timing
-    parser.add_argument("--out", type=Path, default=Path("rnnscan-bench"), help="output folder (default rnnscan-bench)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed samples per figure (default 7, quick 5)")
-    parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated, of " + ",".join(BACKENDS))
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, of " + ",".join(WORKLOADS))
-    parser.add_argument("--T", dest="times", default=None, help="time steps, comma-separated (default 10,100,1000)")
-    parser.add_argument("--B", dest="batches", default=None, help="batch sizes (default 1,32,256)")
-    parser.add_argument("--U", dest="units", default=None, help="units (default 64,256)")
-    parser.add_argument(
+    p.add_argument("--quick", action="store_true", help=f"T in 10,100, B=32, U=64, 5 samples ({QUICK_TIME})")
+    p.add_argument("--out", type=Path, default=Path("rnnscan-bench"), help="output folder (default: rnnscan-bench)")
+    p.add_argument("--repeats", type=int, default=None, help="timed samples per figure (default: 7; --quick: 5)")
+    p.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated (default: all installed)")
+    p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated (default: W1,W2,W3)")
+    p.add_argument("--T", dest="times", default=None, help="time steps (default: 10,30,100,300,1000)")
+    p.add_argument("--B", dest="batches", default=None, help="batch sizes (default: 1,32,256)")
+    p.add_argument("--U", dest="units", default=None, help="units (default: 64,256)")
+    p.add_argument(
         "--threads",
         type=int,
         default=None,
-        help="threads for every framework (default: each framework's own; 1 steadies figures on a busy machine)",
+        help="threads for every framework (default: each framework's own; 1 steadies the figures on a busy machine)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--keras-lstm",
+        nargs=argparse.REMAINDER,
+        default=None,
+        metavar="FLAGS",
+        help="run the Keras layers benchmark (rnnscan.bench.keras_lstm) instead; the flags after it are its own",
+    )
+    return p
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    """The flags as :class:`Settings` (``--smoke`` over ``--quick`` over the full grid; explicit sizes win)."""
-    preset = SMOKE if args.smoke else QUICK if args.quick else {}
-    settings = Settings(quick=args.quick or args.smoke, smoke=args.smoke, concurrent_workers=args.smoke, **preset)  # type: ignore[arg-type]
+def parse_list(text: str, convert: type, allowed: tuple | None = None) -> tuple:
+    """``"10,100"`` -> ``(10, 100)``, checked against ``allowed``."""
+    values = tuple(convert(v.strip()) for v in text.split(",") if v.strip())
+    bad = [v for v in values if allowed is not None and v not in allowed]
+    if bad or not values:
+        raise ValueError(f"{bad or 'an empty list'} not among {list(allowed or ())}" if bad else "an empty list")
+    return values
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The flags as :class:`Settings` (``--quick`` over the full grid; explicit sizes win)."""
+    settings = Settings(quick=args.quick, **(QUICK if args.quick else {}))  # type: ignore[arg-type]
     settings.backends = parse_list(args.backends, str, BACKENDS)
-    settings.workloads = parse_list(args.workloads, str.upper, WORKLOADS)
+    settings.workloads = parse_list(args.workloads, str.upper, tuple(WORKLOADS))
     for name in ("times", "batches", "units"):
         if getattr(args, name):
             setattr(settings, name, parse_list(getattr(args, name), int))
-    if args.repeats is not None:
-        settings.repeats = args.repeats
+    settings.repeats = settings.repeats if args.repeats is None else args.repeats
     settings.threads = args.threads
-    sizes = settings.times + settings.batches + settings.units
-    if settings.repeats < 1 or (settings.threads is not None and settings.threads < 1) or min(sizes) < 1:
+    if min(settings.repeats, settings.threads or 1, *settings.times, *settings.batches, *settings.units) < 1:
         raise ValueError("--repeats, --threads, --T, --B and --U must be positive")
     return settings
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; print the tables; write bench.json, bench.png and bench.md. Returns the exit status."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = _parser().parse_args(argv)
+    """Run the benchmark; print the report; write its files. Returns the exit status."""
+    return run(parser().parse_args(argv), list(sys.argv[1:] if argv is None else argv))
+
+
+def run(args: argparse.Namespace, command: list[str]) -> int:
+    """Run the benchmark of parsed flags (``command``: the flags as given, for bench.json)."""
+    if args.keras_lstm is not None:
+        return _keras_lstm(args.keras_lstm)
     try:
-        settings = settings_from_args(args)
+        settings = settings_from(args)
     except ValueError as error:
         print(f"python -m rnnscan bench: {error}", file=sys.stderr)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-
     start = time.perf_counter()
+    impls = implementations()
+    absent = [b for b in settings.backends if next(i for i in impls if i.backend == b).missing()]
+    not_run = {b: f"{b} is not installed: {install(b)}" for b in absent}
+    settings.backends = tuple(b for b in settings.backends if b not in absent)
     limit_threads(settings.threads, torch="torch" in settings.backends)
-    machine_info = machine()
-    plan = make_plan(settings)
-    print(f"rnnscan bench: {plan.size} figures on {', '.join(settings.backends)}", file=sys.stderr)
-    with progress_bar(plan.size, enabled=not args.no_progress) as advance:
-        rows = derive(execute(plan, settings, advance))
+    todo, missing = plan(settings, impls)
+    for backend in settings.backends:  # their start-up lines before the progress bar, not through it
+        __import__(backend)
+    print(f"rnnscan bench: {len(todo)} figures to time on {', '.join(settings.backends)}", file=sys.stderr)
+    if not_run:
+        print(f"rnnscan bench: not run: {'; '.join(not_run.values())}", file=sys.stderr)
+    with _progress(len(todo), enabled=not args.no_progress) as advance:
+        rows = derive(execute(todo, settings, impls, advance) + missing)
     wall = time.perf_counter() - start
 
-    command = list(argv if argv is not None else sys.argv[1:])
-    doc = document(rows, settings.as_dict(), command, machine_info, wall)
+    args.out.mkdir(parents=True, exist_ok=True)
+    doc = document(rows, settings, command, not_run, wall)
     (args.out / "bench.json").write_text(json.dumps(doc, indent=1))
-    (args.out / "bench.md").write_text(markdown(rows, doc))
-    batch = 32 if 32 in settings.batches else settings.batches[0]
-    units = 64 if 64 in settings.units else settings.units[0]
-    plotted = plot(rows, args.out / "bench.png", batch, units)
-
-    print_tables(rows)
-    print(f"{len(rows)} figures in {wall:.0f} s; wrote {args.out / 'bench.json'}, {args.out / 'bench.md'}", end="")
-    print(f", {args.out / 'bench.png'}" if plotted else " (no plot: matplotlib is not installed)")
+    (args.out / "bench.md").write_text(markdown(rows, doc, settings))
+    plotted = plot_ratios(rows, args.out / "bench.png", settings.center) is not None
+    plotted = plot_times(rows, args.out / "bench_T.png", *settings.center[1:]) is not None and plotted
+    print_report(rows, settings, not_run)
+    timed = sum(r.status != "missing" for r in rows)
+    files = ["bench.json", "bench.md", *(["bench.png", "bench_T.png"] if plotted else [])]
+    print(f"{timed} figures timed in {wall:.0f} s; wrote {', '.join(str(args.out / f) for f in files)}", end="")
+    print("" if plotted else " (no plots: matplotlib is not installed)")
     return 0
+
+
+def _keras_lstm(argv: list[str]) -> int:
+    try:
+        from . import keras_lstm
+    except ModuleNotFoundError as error:
+        if error.name != f"{__name__}.keras_lstm":
+            raise
+        print(
+            "python -m rnnscan bench --keras-lstm: rnnscan.bench.keras_lstm is not part of this version",
+            file=sys.stderr,
+        )
+        return 2
+    return int(keras_lstm.main(argv) or 0)
+
+
+class _progress:
+    """A tqdm bar on stderr (none if tqdm is not installed or not enabled); ``advance(row)`` after each figure."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, unit="figure", dynamic_ncols=True, file=sys.stderr)
+            except ImportError:
+                pass
+
+    def __enter__(self) -> _progress:
+        return self
+
+    def __call__(self, row: Row) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{row.backend} {row.impl} {row.workload} T={row.T}", refresh=False)
+            self.bar.update(1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -8,9 +8,10 @@ steadier figures. Must run before JAX or TensorFlow is imported.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
+
+from .._frameworks import installed
 
 
 def limit_threads(count: int | None, torch: bool = True) -> dict[str, str]:
@@ -28,11 +29,11 @@ def limit_threads(count: int | None, torch: bool = True) -> dict[str, str]:
     os.environ.update(env)  # read by the frameworks at import, here and in subprocesses
     if "jax" in sys.modules or "tensorflow" in sys.modules:
         print("rnnscan bench: --threads is set after JAX/TensorFlow were imported; it may not apply", file=sys.stderr)
-    if importlib.util.find_spec("threadpoolctl") is not None:
+    if installed("threadpoolctl"):
         import threadpoolctl
 
         threadpoolctl.threadpool_limits(count)
-    if torch and importlib.util.find_spec("torch") is not None:
+    if torch and installed("torch"):
         import torch as pytorch
 
         pytorch.set_num_threads(count)

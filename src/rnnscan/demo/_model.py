@@ -1,7 +1,7 @@
 """The demo's model, written once: a GRU variant as an rnnscan step function.
 
 The math uses only ``@``, slicing, arithmetic and a handful of functions looked
-up in a per-framework :class:`Ops` table, so the same lines run on NumPy, JAX,
+up in the per-framework table (:class:`rnnscan._frameworks.Ops`), so the same lines run on NumPy, JAX,
 PyTorch and TensorFlow arrays; ``rnnscan.rnn`` picks the loop from the arrays.
 
 The cell: a GRU whose gates also see a per-line context vector, passed to
@@ -15,94 +15,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 import rnnscan
 
+from .._frameworks import Ops
 from ._data import INDENT_LEVELS, VOCAB
 
 Params = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Ops:
-    """The few framework functions the model needs beyond ``@``, slicing and arithmetic."""
-
-    name: str
-    asarray: Callable[[np.ndarray], Any]  #: a NumPy array as this framework's array
-    take: Callable[[Any, Any], Any]  #: ``table[index]``: rows of a 2-D table
-    sigmoid: Callable[[Any], Any]
-    tanh: Callable[[Any], Any]
-    nll: Callable[[Any, Any], Any]  #: ``(logits (..., V), targets (...)) -> -log p(target)`` in nats
-    sum: Callable[[Any], Any]
-    zeros: Callable[[tuple[int, ...]], Any]  #: float32 zeros
-
-
-def _np_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(-1, keepdims=True)
-    log_z = np.log(np.exp(shifted).sum(-1))
-    return log_z - np.take_along_axis(shifted, targets[..., None], -1)[..., 0]
-
-
-def numpy_ops() -> Ops:
-    return Ops(
-        name="numpy",
-        asarray=np.asarray,
-        take=lambda table, index: table[index],
-        sigmoid=lambda x: 1.0 / (1.0 + np.exp(-x)),
-        tanh=np.tanh,
-        nll=_np_nll,
-        sum=np.sum,
-        zeros=lambda shape: np.zeros(shape, np.float32),
-    )
-
-
-def jax_ops() -> Ops:
-    import jax
-    import jax.numpy as jnp
-
-    def nll(logits: Any, targets: Any) -> Any:
-        logp = jax.nn.log_softmax(logits)
-        return -jnp.take_along_axis(logp, targets[..., None], -1)[..., 0]
-
-    return Ops("jax", jnp.asarray, lambda t, i: t[i], jax.nn.sigmoid, jnp.tanh, nll, jnp.sum, jnp.zeros)
-
-
-def torch_ops() -> Ops:
-    import torch
-    import torch.nn.functional as F
-
-    def nll(logits: Any, targets: Any) -> Any:
-        flat = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).long(), reduction="none")
-        return flat.reshape(targets.shape)
-
-    return Ops("torch", torch.from_numpy, lambda t, i: t[i], torch.sigmoid, torch.tanh, nll, torch.sum, torch.zeros)
-
-
-def tensorflow_ops() -> Ops:
-    import tensorflow as tf
-
-    return Ops(
-        name="tensorflow",
-        asarray=tf.convert_to_tensor,
-        take=tf.gather,
-        sigmoid=tf.sigmoid,
-        tanh=tf.tanh,
-        nll=lambda logits, targets: tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits),
-        sum=tf.reduce_sum,
-        zeros=lambda shape: tf.zeros(shape, tf.float32),
-    )
-
-
-OPS: dict[str, Callable[[], Ops]] = {
-    "numpy": numpy_ops,
-    "jax": jax_ops,
-    "torch": torch_ops,
-    "tensorflow": tensorflow_ops,
-}
 
 
 def init_params(hidden: int, seed: int) -> dict[str, np.ndarray]:

@@ -11,8 +11,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .._frameworks import ops as framework_ops
 from ._data import Batch
-from ._model import OPS, Params, forward, loss_terms, mean_loss
+from ._model import Params, forward, loss_terms, mean_loss
 
 BETAS = (0.9, 0.999)
 EPS = 1e-8
@@ -36,7 +37,7 @@ class NumpyModel:
     """Forward only: NumPy has no automatic differentiation, so it cannot train."""
 
     def __init__(self, params: dict[str, np.ndarray]) -> None:
-        self.ops = OPS["numpy"]()
+        self.ops = framework_ops("numpy")
         self.params: Params = params
 
     def train_step(self, batch: Batch, lr: float) -> float:
@@ -58,7 +59,7 @@ class JaxTrainer:
         import jax
         import jax.numpy as jnp
 
-        ops = self.ops = OPS["jax"]()
+        ops = self.ops = framework_ops("jax")
         self.params = {k: jnp.asarray(v) for k, v in params.items()}
         zeros = {k: jnp.zeros_like(v) for k, v in self.params.items()}
         self.opt = (zeros, zeros, jnp.zeros((), jnp.int32))
@@ -105,7 +106,7 @@ class TorchTrainer:
         # 2 shared cores: 0.09 s per step with one thread, 0.8 s with two).
         torch.set_num_threads(1)
         self.torch = torch
-        self.ops = OPS["torch"]()
+        self.ops = framework_ops("torch")
         self.params = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
         self.optimizer = torch.optim.Adam(self.params.values(), betas=BETAS, eps=EPS)
 
@@ -136,7 +137,7 @@ class TensorflowTrainer:
     def __init__(self, params: dict[str, np.ndarray]) -> None:
         import tensorflow as tf
 
-        ops = self.ops = OPS["tensorflow"]()
+        ops = self.ops = framework_ops("tensorflow")
         self.params = {k: tf.Variable(v, name=k) for k, v in params.items()}
         names = list(self.params)
         variables = [self.params[k] for k in names]
