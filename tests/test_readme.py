@@ -1,38 +1,72 @@
-"""The README's examples run and give what they promise."""
+"""The README's examples run, print what their last line says they print, and compute
+Keras's loop: each one's results are those of the loop written out by hand with its own step."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import pathlib
 import re
+from typing import Any
 
+import numpy as np
 import pytest
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-EXAMPLES = [b for b in BLOCKS if "import" in b]
+from frameworks import framework
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+EXAMPLES = {
+    b.split()[1].rstrip(","): b for b in re.findall(r"```python\n(.*?)```", README, flags=re.S) if "import" in b
+}
+PRINTS = re.compile(r"print\(.+\)  # (?P<printed>.+)")
+
+# What each example passes to rnn() besides (step, x, [zeros (4, 16)]), by the names it defines.
+CALLS: dict[str, dict[str, Any]] = {
+    "jax": {"mask": "mask"},
+    "torch": {"go_backwards": True},
+    "tensorflow": {"constants": [np.ones(16, np.float32)]},
+    "numpy": {"mask": "mask", "zero_output_for_mask": True},
+}
 
 
-def test_first_screen_has_the_two_setup_commands():
-    text = README.read_text()
-    first_bash = re.search(r"```bash\n(.*?)```", text, flags=re.S).group(1)
-    commands = [line for line in first_bash.splitlines() if line and not line.startswith("#")]
-    assert len(commands) == 2
-    assert commands[0].startswith("pip install torch==2.13.0") and "python -m rnnscan demo" in commands[0]
-    assert commands[1].startswith("pip install torch==2.13.0") and "python -m pytest tests -q" in commands[1]
-    assert text.index("```bash") < 1500
+def hand_loop(
+    fw: Any, step: Any, x: Any, mask: Any = None, constants: Any = (), go_backwards: bool = False, **flags: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keras's loop over `step` (one state h (batch, 16) from zeros, whose output is h), written out:
+    outputs (batch, time, 16) in processing order and the last state, as NumPy."""
+    xs, keep = fw.to_numpy(x), np.ones(x.shape[:2], bool) if mask is None else fw.to_numpy(mask)
+    h, previous, outputs = np.zeros((xs.shape[0], 16), np.float32), 0.0, []
+    for t in reversed(range(xs.shape[1])) if go_backwards else range(xs.shape[1]):
+        out, (new,) = step(fw.asarray(xs[:, t]), [fw.asarray(h), *(fw.asarray(c) for c in constants)])
+        k = keep[:, t, None]
+        h = np.where(k, fw.to_numpy(new), h)
+        previous = np.where(k, fw.to_numpy(out), 0.0 if flags.get("zero_output_for_mask") else previous)
+        outputs.append(previous)
+    return np.stack(outputs, 1), h
 
 
-@pytest.mark.parametrize("code", EXAMPLES, ids=[b.split()[1].rstrip(",") for b in EXAMPLES])
-def test_example_runs(code):
-    namespace: dict = {}
-    exec(compile(code, str(README), "exec"), namespace)
-    outputs, h, last = namespace["outputs"], namespace["h"], namespace["last"]
-    assert tuple(outputs.shape) == (4, 10, 16)
-    assert tuple(h.shape) == tuple(last.shape) == (4, 16)
+@pytest.mark.parametrize("name", list(EXAMPLES))
+def test_example_prints_what_it_says_and_computes_the_loop(name: str) -> None:
+    code = EXAMPLES[name]
+    namespace: dict[str, Any] = {}
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, "README.md", "exec"), namespace)
+    assert printed.getvalue() == PRINTS.fullmatch(code.strip().splitlines()[-1])["printed"] + "\n"
+
+    fw = framework(name)
+    outputs, h, last = (fw.to_numpy(namespace[n]) for n in ("outputs", "h", "last"))
+    assert outputs.shape == (4, 10, 16) and h.shape == last.shape == (4, 16)
+    np.testing.assert_array_equal(last, outputs[:, -1])
+    call = {key: namespace[v] if isinstance(v, str) else v for key, v in CALLS[name].items()}
+    expected_outputs, expected_h = hand_loop(fw, namespace["step"], namespace["x"], **call)
+    np.testing.assert_allclose(outputs, expected_outputs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(h, expected_h, rtol=1e-5, atol=1e-6)
 
 
-def test_ci_runs_the_readmes_test_command_verbatim():
-    text = README.read_text()
-    test_command = re.search(r"```bash\n(.*?)```", text, flags=re.S).group(1).splitlines()[-1]
-    ci = (README.parent / ".ci" / "run").read_text().splitlines()
-    assert test_command in ci
+def test_the_install_commands_name_extras_the_package_defines() -> None:
+    section = (ROOT / "pyproject.toml").read_text().split("[project.optional-dependencies]")[1].split("\n[")[0]
+    extras = set(re.findall(r"^([\w-]+) = ", section, flags=re.M))
+    named = {e for group in re.findall(r'pip install -e "\.\[([\w,]+)\]"', README) for e in group.split(",")}
+    assert named and named <= extras, named - extras
