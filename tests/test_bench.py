@@ -21,7 +21,8 @@ from rnnscan.__main__ import main as cli
 from rnnscan.bench import QUICK_TIME, Settings, main
 from rnnscan.bench.harness import Row
 from rnnscan.bench.peers import BACKEND_MODES, BACKENDS, KERAS3, implementations
-from rnnscan.bench.report import cell, derive, duration, notes, plot_ratios, plot_times, print_report, rows_of, us
+from rnnscan.bench.plots import plot_ratios, plot_times
+from rnnscan.bench.report import cell, derive, duration, notes, print_report, rows_of, us
 from rnnscan.bench.timing import UNSTEADY, measure
 
 from frameworks import installed

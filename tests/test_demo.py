@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("matplotlib")
@@ -69,7 +72,24 @@ def test_demo_bad_steps(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_command_line_help() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "rnnscan", "demo", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "rnnscan", "demo", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "80"},
     )
-    for flag in ("--backend", "--steps", "--seed", "--out"):
-        assert flag in result.stdout
+    text = " ".join(result.stdout.split())
+    assert "Train a character-level language model of the Python standard library's own source" in text
+    for flag, default in (("--steps", "1000"), ("--seed", "0"), ("--out", "rnnscan-demo/")):
+        assert re.search(f"{flag} {flag[2:].upper()} .*?\\(default: {re.escape(default)}\\)", text), flag
+    assert "--backend" in text
+
+
+def test_training_curve_marks_the_held_out_figure_as_the_final_evaluation(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    losses = list(np.linspace(6.0, 3.0, 40) + np.random.default_rng(3).normal(0, 0.1, 40))
+    points = demo.plot(plt, losses, 2.9, 5.1, "jax", tmp_path / "curve.png")
+    assert points["held-out files, after training: 2.90"] == 1  # one point, at the last step
+    assert points["training batch"] == 40
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from .harness import Row, Settings, execute, install, plan
 from .peers import BACKENDS, implementations
-from .report import derive, document, markdown, plot_ratios, plot_times, print_report
+from .plots import plot_ratios, plot_times
+from .report import derive, document, markdown, print_report
 from .threads import limit_threads
 from .workloads import INPUT_DIM, WORKLOADS
 
@@ -144,16 +145,8 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
 
 
 def _keras_lstm(argv: list[str]) -> int:
-    try:
-        from . import keras_lstm
-    except ModuleNotFoundError as error:
-        if error.name != f"{__name__}.keras_lstm":
-            raise
-        print(
-            "python -m rnnscan bench --keras-lstm: rnnscan.bench.keras_lstm is not part of this version",
-            file=sys.stderr,
-        )
-        return 2
+    from . import keras_lstm
+
     return int(keras_lstm.main(argv) or 0)
 
 

@@ -1,4 +1,4 @@
-"""Ratios and checks across rows, and what a user reads: the tables, their notes, the JSON and two plots.
+"""Ratios and checks across rows, and what a user reads: the tables, their notes and the JSON (plots: .plots).
 
 * Ratios: every figure over the fastest peer (not rnnscan) on the same problem
   (backend, workload, sizes, pass), so that results from different machines compare.
@@ -17,7 +17,6 @@ import platform
 import sys
 import textwrap
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 from .harness import Row, Settings, groups
@@ -31,19 +30,6 @@ KNOWN_ERRORS = {
     (KERAS3, "KeyError: 0"): "Keras 3's jax and numpy rnn loops index the states by position and fail on a dict "
     "state (W3): a limitation of Keras 3, not of rnnscan",
 }
-COLORS = {  # one colour per implementation, in every panel of every run
-    "rnnscan": "#1f77b4",
-    "rnnscan compiled": "#17becf",
-    "rnnscan XLA": "#9467bd",
-    "loop by hand": "#ff7f0e",
-    "lax.scan by hand": "#ff7f0e",
-    "while_loop by hand": "#ff7f0e",
-    "scan by hand compiled": "#bcbd22",
-    "torch.nn fused": "#2ca02c",
-    "tf_keras": "#8c564b",
-    KERAS3: "#d62728",
-}
-VERSUS = {"scan by hand compiled": "rnnscan compiled"}  # the rnnscan a peer is compared with (else "rnnscan")
 LEGEND = (
     "Each cell: µs per time step, median (x its ratio to the fastest peer on the same problem); "
     "min-max of the samples; the first call (warm-up, compilation). ~: an unsteady figure (see the notes)."
@@ -85,24 +71,25 @@ def machine() -> dict[str, Any]:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name.replace("_", "-"))
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
     return {
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],
-        "versions": versions,
+        "versions": {name: _version(name) for name in PACKAGES},
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "thread_settings": {
             k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS") if k in os.environ
         },
     }
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name.replace("_", "-"))
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def document(
@@ -247,118 +234,3 @@ def markdown(rows: list[Row], doc: dict[str, Any], settings: Settings) -> str:
         parts += [f"**{backend}**", markdown_table(*pivot(rows, backend))]
     parts += ["Notes:", "\n".join(f"- {line}" for line in notes(rows, doc["not_run"]))]
     return "\n\n".join(parts) + "\n"
-
-
-# -- the plots ---------------------------------------------------------------------------------
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
-
-
-def _plain_ticks(axis: Any, suffix: str = "") -> None:
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}{suffix}"))
-    axis.set_minor_formatter(NullFormatter())
-
-
-def plot_ratios(rows: list[Row], path: Path, size: tuple[int, int, int]) -> list[str] | None:
-    """bench.png: rnnscan's time over each peer's (log scale, 1 = as fast), a panel per backend, a line per
-    workload and pass, at one size ``(T, B, U)``. Returns the panels' titles (None: no matplotlib)."""
-    plt = _pyplot()
-    chosen = [r for r in rows if r.status == "ok" and (r.T, r.B, r.U) == size]
-    backends = list(dict.fromkeys(r.backend for r in chosen))
-    if plt is None or not backends:
-        return None
-    fig, axes = plt.subplots(1, len(backends), figsize=(4.2 * len(backends), 3.6), squeeze=False)
-    titles = []
-    for ax, backend in zip(axes[0], backends):
-        labels: list[str] = []
-        for members in groups([r for r in chosen if r.backend == backend]):
-            by_impl = {r.impl: r for r in members}
-            labels.append(f"{members[0].workload} {'fwd' if members[0].mode == MODES[0] else 'fwd+bwd'}")
-            y = len(labels) - 1
-            for peer in (r for r in members if not r.rnnscan):
-                ours = by_impl.get(VERSUS.get(peer.impl, "rnnscan"))
-                if ours is not None and ours.median_s and peer.median_s:
-                    ax.scatter(
-                        ours.median_s / peer.median_s,
-                        y,
-                        color=COLORS.get(peer.impl, "gray"),
-                        s=36,
-                        zorder=3,
-                        label=peer.impl,
-                    )
-        ax.axvline(1.0, color="black", linewidth=1)
-        ax.set_xscale("log")
-        _plain_ticks(ax.xaxis, "x")
-        ax.set_yticks(range(len(labels)), labels, fontsize=8)
-        ax.set_ylim(len(labels) - 0.5, -0.5)
-        ax.grid(True, axis="x", alpha=0.3)
-        ax.set_title(backend, fontsize=10)
-        ax.set_xlabel("rnnscan's time / peer's (<1: rnnscan faster)", fontsize=8)
-        handles = dict(zip(*reversed(ax.get_legend_handles_labels())))
-        ax.legend(handles.values(), handles.keys(), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
-        titles.append(backend)
-    t, b, u = size
-    fig.suptitle(f"rnnscan against each peer, T={t} B={b} U={u} float32 (medians)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return titles
-
-
-def plot_times(rows: list[Row], path: Path, batch: int, units: int) -> list[str] | None:
-    """bench_T.png: µs per step against T, a panel per workload (rows) and backend (columns), a line per
-    implementation (forward solid, forward+backward dashed), at one (B, U). Returns the panels' titles."""
-    plt = _pyplot()
-    chosen = [r for r in rows if r.status == "ok" and (r.B, r.U) == (batch, units)]
-    backends = list(dict.fromkeys(r.backend for r in chosen))
-    workloads = list(dict.fromkeys(r.workload for r in chosen))
-    if plt is None or not backends:
-        return None
-    fig, axes = plt.subplots(
-        len(workloads), len(backends), figsize=(4 * len(backends), 3 * len(workloads) + 1), squeeze=False
-    )
-    titles = []
-    for i, workload in enumerate(workloads):
-        for j, backend in enumerate(backends):
-            ax, mine = axes[i][j], [r for r in chosen if r.workload == workload and r.backend == backend]
-            for name in dict.fromkeys(r.impl for r in mine):
-                for mode, style in zip(MODES, ("-", "--")):
-                    line = sorted((r for r in mine if r.impl == name and r.mode == mode), key=lambda r: r.T)
-                    if line:
-                        ax.plot(
-                            [r.T for r in line],
-                            [r.per_step_s * 1e6 for r in line],
-                            style + "o",
-                            color=COLORS.get(name, "gray"),
-                            ms=3,
-                        )
-            ax.set(xscale="log", yscale="log")
-            _plain_ticks(ax.xaxis)
-            _plain_ticks(ax.yaxis)
-            ax.tick_params(labelsize=7)
-            ax.grid(True, which="both", alpha=0.3)
-            titles.append(f"{backend}, {workload}")
-            ax.set_title(f"{backend}, {workload}: {WORKLOADS[workload].title}", fontsize=8)
-            ax.set_xlabel("T (time steps)", fontsize=8)
-            ax.set_ylabel("µs per step", fontsize=8)
-    from matplotlib.lines import Line2D
-
-    names = dict.fromkeys(r.impl for r in chosen)
-    handles = [Line2D([], [], color=COLORS.get(n, "gray"), marker="o", ms=3, label=n) for n in names]
-    handles += [Line2D([], [], color="black", linestyle=s, label=m) for m, s in zip(MODES, ("-", "--"))]
-    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=7)
-    fig.suptitle(f"time per step against T, B={batch} U={units} float32 (medians)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.04 + 0.02 * math.ceil(len(handles) / 4), 1, 0.97))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return titles
