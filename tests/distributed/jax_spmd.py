@@ -357,7 +357,15 @@ def check_model_parallel(name: str) -> dict:
     assert_close(value, ref_value, "loss")
     assert_close(outputs, ref_outputs, "outputs")
     assert_trees_close(grads, ref_grads, "gradient")
-    return {"loss": float(value), "weight_shard_shape": [units, units // 4]}
+    forward = jax.jit(lambda *a: loss(*a)[0])
+    in_loop = collectives(forward.lower(*placed).compile().as_text()).in_loops
+    # h @ u with u split by output units needs all of h: the forward loop exchanges it.
+    assert in_loop, "a unit-sharded recurrence must communicate inside the loop"
+    return {
+        "loss": float(value),
+        "weight_shard_shape": [units, units // 4],
+        "forward_loop_collectives": sorted({i.opcode for i in in_loop}),
+    }
 
 
 def main() -> None:
