@@ -91,20 +91,20 @@ def Result(name: str, call: str, change: Callable[[Kit], dict[str, Any]], except
     return Row(name, call, change, exception, "step_function", given, step_runs=True)
 
 
-def returning(result: Callable[[Kit, Any, Any], Any]) -> Callable[[Kit], dict[str, Any]]:
-    """The change to a step function returning ``result(kit, x, h)``, h the well-formed new state."""
-    return lambda k: dict(step_function=lambda x, states: result(k, x, k.new_state(x, states)))
+def returning(result: Callable[[Kit, Any], Any]) -> Callable[[Kit], dict[str, Any]]:
+    """The change to a step function returning ``result(kit, h)``, h the well-formed new state."""
+    return lambda k: dict(step_function=lambda x, states: result(k, k.new_state(x, states)))
 
 
-def _no_states(x: Any, states: Any) -> Any:  # a step of no states
+def _no_states(x: Any, _states: Any) -> Any:  # a step of no states
     return x, []
 
 
-def _drop_axis_1(x: Any, states: Any) -> Any:  # the state without its axis 1
+def _drop_axis_1(_x: Any, states: Any) -> Any:  # the state without its axis 1
     return states[0][:, 0], [states[0][:, 0]]
 
 
-def _echo(x: Any, states: Any) -> Any:  # its input as the output and the new state
+def _echo(x: Any, _states: Any) -> Any:  # its input as the output and the new state
     return x, [x]
 
 
@@ -120,24 +120,25 @@ def _unknown_time(k: Kit) -> dict[str, Any]:
 
 
 # Each row: the name and the call as the catalogue shows it; then the keyword arguments the call
-# changes, the exception, the argument its message names and what it says was given.
+# changes, the exception, the argument its message names (a Result's: step_function) and a
+# fragment of what it says was given.
 # fmt: off
 ROWS = [
     # -- the step function itself, and the flags
     Row("step_not_callable", "`step_function=None`",
-        lambda k: dict(step_function=None), TypeError, "step_function", "NoneType"),
+        lambda _: dict(step_function=None), TypeError, "step_function", "NoneType"),
     Row("step_a_string", "`step_function='lstm'`",
-        lambda k: dict(step_function="lstm"), TypeError, "step_function", "str 'lstm'"),
+        lambda _: dict(step_function="lstm"), TypeError, "step_function", "str 'lstm'"),
     Row("go_backwards_str", "`go_backwards='yes'`",
-        lambda k: dict(go_backwards="yes"), TypeError, "go_backwards", "str 'yes'"),
+        lambda _: dict(go_backwards="yes"), TypeError, "go_backwards", "str 'yes'"),
     Row("unroll_int", "`unroll=1`",
-        lambda k: dict(unroll=1), TypeError, "unroll", "int 1"),
+        lambda _: dict(unroll=1), TypeError, "unroll", "int 1"),
     Row("time_major_none", "`time_major=None`",
-        lambda k: dict(time_major=None), TypeError, "time_major", "NoneType"),
+        lambda _: dict(time_major=None), TypeError, "time_major", "NoneType"),
     Row("zero_output_float", "`zero_output_for_mask=0.0`",
-        lambda k: dict(zero_output_for_mask=0.0), TypeError, "zero_output_for_mask", "float 0.0"),
+        lambda _: dict(zero_output_for_mask=0.0), TypeError, "zero_output_for_mask", "float 0.0"),
     Row("return_all_outputs_str", "`return_all_outputs='last'`",
-        lambda k: dict(return_all_outputs="last"), TypeError, "return_all_outputs", "str 'last'"),
+        lambda _: dict(return_all_outputs="last"), TypeError, "return_all_outputs", "str 'last'"),
     # -- inputs
     Row("inputs_rank2", "`inputs` of shape (3, 5): no feature axis",
         lambda k: dict(inputs=k.x(B, T)), ValueError, "inputs", "shape (3, 5)", ref=True),
@@ -157,11 +158,11 @@ ROWS = [
     Row("inputs_zero_time_time_major", "`inputs` of shape (0, 3, 2) with `time_major=True`",
         lambda k: dict(inputs=k.x(0, B, D), time_major=True), ValueError, "inputs", "shape (0, 3, 2)"),
     Row("inputs_empty_structure", "`inputs={}`: no arrays",
-        lambda k: dict(inputs={}), ValueError, "inputs", "no arrays"),
+        lambda _: dict(inputs={}), ValueError, "inputs", "no arrays"),
     Row("inputs_none", "`inputs=None`",
-        lambda k: dict(inputs=None), ValueError, "inputs", "no arrays"),
+        lambda _: dict(inputs=None), ValueError, "inputs", "no arrays"),
     Row("inputs_string", "`inputs='abc'`",
-        lambda k: dict(inputs="abc"), TypeError, "inputs", "str 'abc'"),
+        lambda _: dict(inputs="abc"), TypeError, "inputs", "str 'abc'"),
     Row("inputs_two_frameworks", "nested `inputs` whose leaves come from two frameworks",
         lambda k: dict(inputs=dict(zip("012", k.mixed(B, T, D)))), TypeError, "inputs", "array ("),
     # -- initial_states
@@ -172,7 +173,7 @@ ROWS = [
     Row("states_batch_mismatch", "a state of batch 2 for inputs of batch 3",
         lambda k: dict(initial_states=[k.x(B - 1, U)]), ValueError, "initial_states", "shape (2, 4)"),
     Row("states_string", "`initial_states=['abc']`",
-        lambda k: dict(initial_states=["abc"]), TypeError, "initial_states", "str 'abc'"),
+        lambda _: dict(initial_states=["abc"]), TypeError, "initial_states", "str 'abc'"),
     Row("states_two_frameworks", "states from two frameworks",
         lambda k: dict(initial_states=k.mixed(B, U)), TypeError, "initial_states", "array ("),
     # -- constants
@@ -197,9 +198,9 @@ ROWS = [
     Row("mask_last_axis_2", "`mask` of shape (3, 5, 2)",
         lambda k: dict(mask=k.keep(B, T, 2)), ValueError, "mask", "shape (3, 5, 2)"),
     Row("mask_scalar", "`mask=True`",
-        lambda k: dict(mask=True), ValueError, "mask", "shape ()"),
+        lambda _: dict(mask=True), ValueError, "mask", "shape ()"),
     Row("mask_list", "`mask` as a Python list of lists",
-        lambda k: dict(mask=[[1] * T] * B), TypeError, "mask", "list of length 3"),
+        lambda _: dict(mask=[[1] * T] * B), TypeError, "mask", "list of length 3"),
     Row("mask_foreign", "`mask` from another framework",
         lambda k: dict(mask=k.keep(B, T, fw=k.foreign)), TypeError, "mask", "array ("),
     # -- input_length
@@ -208,9 +209,9 @@ ROWS = [
     Row("input_length_too_long", "`input_length=[2, 6, 5]` for 5 time steps",
         lambda k: dict(input_length=k.ints(2, 6, 5)), ValueError, "input_length", "lengths from 2 to 6"),
     Row("input_length_int_negative", "`input_length=-1`",
-        lambda k: dict(input_length=-1), ValueError, "input_length", "int -1"),
+        lambda _: dict(input_length=-1), ValueError, "input_length", "int -1"),
     Row("input_length_int_too_long", "`input_length=6` for 5 time steps",
-        lambda k: dict(input_length=T + 1), ValueError, "input_length", "int 6"),
+        lambda _: dict(input_length=T + 1), ValueError, "input_length", "int 6"),
     Row("input_length_float", "`input_length` of dtype float32",
         lambda k: dict(input_length=k.x(B)), TypeError, "input_length", "dtype float32"),
     Row("input_length_rank2", "`input_length` of shape (3, 1)",
@@ -218,42 +219,42 @@ ROWS = [
     Row("input_length_wrong_batch", "`input_length` of shape (2,) for batch 3",
         lambda k: dict(input_length=k.ints(2, 3)), ValueError, "input_length", "shape (2,)"),
     Row("input_length_list", "`input_length=[2, 3, 5]` as a Python list",
-        lambda k: dict(input_length=[2, 3, 5]), TypeError, "input_length", "list of length 3"),
+        lambda _: dict(input_length=[2, 3, 5]), TypeError, "input_length", "list of length 3"),
     Row("input_length_bool", "`input_length=True`",
-        lambda k: dict(input_length=True), TypeError, "input_length", "bool True"),
+        lambda _: dict(input_length=True), TypeError, "input_length", "bool True"),
     Row("input_length_foreign", "`input_length` from another framework",
         lambda k: dict(input_length=k.ints(2, 3, 5, fw=k.foreign)), TypeError, "input_length", "array ("),
     # -- what the step function returns (checked at its first call)
     Result("step_not_a_pair", "step returns `h`",
-           returning(lambda k, x, h: h), TypeError, "shape (3, 4)"),
+           returning(lambda _, h: h), TypeError, "shape (3, 4)"),
     Result("step_triple", "step returns `(h, [h], h)`",
-           returning(lambda k, x, h: (h, [h], h)), TypeError, "tuple of length 3"),
+           returning(lambda _, h: (h, [h], h)), TypeError, "tuple of length 3"),
     Result("step_states_not_a_list", "step returns `(h, h)`: new_states not a list",
-           returning(lambda k, x, h: (h, h)), TypeError, "shape (3, 4)"),
+           returning(lambda _, h: (h, h)), TypeError, "shape (3, 4)"),
     Result("step_too_many_states", "step returns `(h, [h, h])` for one state",
-           returning(lambda k, x, h: (h, [h, h])), ValueError, "2 new states"),
+           returning(lambda _, h: (h, [h, h])), ValueError, "2 new states"),
     Result("step_no_states", "step returns `(h, [])` for one state",
-           returning(lambda k, x, h: (h, [])), ValueError, "0 new states"),
+           returning(lambda _, h: (h, [])), ValueError, "0 new states"),
     Result("step_state_structure", "step returns `(h, [{'h': h}])` for an array state",
-           returning(lambda k, x, h: (h, [{"h": h}])), ValueError, "PyTreeSpec({'h': *})"),
+           returning(lambda _, h: (h, [{"h": h}])), ValueError, "PyTreeSpec({'h': *})"),
     Result("step_state_shape", "step returns a new state of shape (3, 2) for a state (3, 4)",
-           returning(lambda k, x, h: (h, [h[:, :2]])), ValueError, "shape (3, 2)"),
+           returning(lambda _, h: (h, [h[:, :2]])), ValueError, "shape (3, 2)"),
     Result("step_state_rank", "step returns a new state of shape (3, 4) for a state (3, 2, 4)",
            lambda k: dict(initial_states=[k.x(B, 2, U)], step_function=_drop_axis_1), ValueError, "shape (3, 4)"),
     Result("step_state_dtype", "step returns a float32 new state for an int32 state",
            lambda k: dict(initial_states=[k.x(B, D, dtype=np.int32)], step_function=_echo), TypeError, "dtype float32"),
     Result("step_state_foreign", "step returns a new state from another framework",
-           returning(lambda k, x, h: (h, [k.x(B, U, fw=k.foreign)])), TypeError, "of shape (3, 4)"),
+           returning(lambda k, h: (h, [k.x(B, U, fw=k.foreign)])), TypeError, "of shape (3, 4)"),
     Result("step_output_none", "step returns `(None, [h])`",
-           returning(lambda k, x, h: (None, [h])), ValueError, "NoneType"),
+           returning(lambda _, h: (None, [h])), ValueError, "NoneType"),
     Result("step_output_no_batch", "step returns an output of shape (4,)",
-           returning(lambda k, x, h: (h[0], [h])), ValueError, "shape (4,)"),
+           returning(lambda _, h: (h[0], [h])), ValueError, "shape (4,)"),
     Result("step_output_rank1", "step returns an output of shape (3,)",
-           returning(lambda k, x, h: (h[:, 0], [h])), ValueError, "shape (3,)"),
+           returning(lambda _, h: (h[:, 0], [h])), ValueError, "shape (3,)"),
     Result("step_output_batch", "step returns an output of batch 2",
-           returning(lambda k, x, h: (h[:2], [h])), ValueError, "shape (2, 4)"),
+           returning(lambda _, h: (h[:2], [h])), ValueError, "shape (2, 4)"),
     Result("step_output_foreign", "step returns an output from another framework",
-           returning(lambda k, x, h: (k.x(B, 5, fw=k.foreign), [h])), TypeError, "of shape (3, 5)"),
+           returning(lambda k, h: (k.x(B, 5, fw=k.foreign), [h])), TypeError, "of shape (3, 5)"),
     # -- a time axis of unknown length (only TensorFlow graphs have one)
     Row("unroll_unknown_time", "`unroll=True` in a `tf.function` whose inputs have time `None`",
         _unknown_time, ValueError, "unroll", "unknown time dimension", ref=True, backends=("tensorflow",)),
