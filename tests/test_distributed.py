@@ -56,6 +56,7 @@ CHECKS = {
         "fsdp2_parameters_match_one_process",
     ],
     "tf_mirrored": ["mirrored_strategy_matches_one_device"],
+    "keras_data_parallel": ["keras_data_parallel_fit_matches_one_device"],
 }
 FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
 
@@ -128,6 +129,7 @@ def test_page_has_an_example_per_engine():
         "jax shard_map": "shard_map",
         "torch": "DistributedDataParallel",
         "tensorflow": "MirroredStrategy",
+        "keras": "DataParallel",
     }
     for engine, marker in engines.items():
         assert any(marker in code for code, _ in EXAMPLES), f"docs/scaling.md has no {engine} example"
