@@ -197,6 +197,9 @@ def test_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
     text = capsys.readouterr().out
     assert "--quick" in text and "W2 LSTM step (states h, c)" in text and QUICK_TIME in " ".join(text.split())
     assert max(len(line) for line in text.splitlines()) <= 80
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["bench", "--keras-lstm", "--help"])  # the Keras layers benchmark's own flags
+    assert exit_info.value.code == 0 and "--no-compile" in capsys.readouterr().out
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")  # the user's setting stays; a default fills the rest
     monkeypatch.delenv("GRPC_VERBOSITY", raising=False)
     assert cli(["bench", "--backends", "cobol"]) == 2

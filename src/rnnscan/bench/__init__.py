@@ -1,8 +1,9 @@
 """``python -m rnnscan bench``: what rnnscan costs against what you would otherwise use, on your machine.
 
-The workloads, implementations and passes are in :mod:`.workloads` and
-:mod:`.peers`; the timing in :mod:`.timing`; the plan and its rows in
-:mod:`.harness`; the tables, notes, JSON and plots in :mod:`.report`.
+The workloads are in :mod:`.workloads`, the implementations and passes in
+:mod:`.peers`, the timing in :mod:`.timing`, the plan and its rows in
+:mod:`.harness`, the tables, notes and JSON in :mod:`.report`, the plots in
+:mod:`.plots`.
 """
 
 from __future__ import annotations
@@ -12,30 +13,28 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from .harness import Row, Settings, execute, install, plan
 from .peers import BACKENDS, implementations
 from .plots import plot_ratios, plot_times
 from .report import derive, document, markdown, print_report
 from .threads import limit_threads
-from .workloads import INPUT_DIM, WORKLOADS
+from .workloads import WORKLOADS
 
 __all__ = ["Row", "Settings", "main", "parser"]
 
 QUICK = {"times": (10, 100), "batches": (32,), "units": (64,), "repeats": 5, "min_sample_s": 0.01, "max_total_s": 2.0}
 QUICK_TIME = "about 2 minutes on 2 idle cores"  # measured: see README, Performance
 
-DESCRIPTION = (
-    f"""\
+DESCRIPTION = """\
 Time rnnscan against the loops you would otherwise use, on this machine, in one
 run: tables on the terminal, and in --out: bench.json (every figure and the
 machine), bench.md (the tables), bench.png (rnnscan's time over each peer's)
 and bench_T.png (time per step against T).
 
-workloads (float32, D={INPUT_DIM} input features, a right-padded mask):
-"""
-    + "\n".join(f"  {k} {w.title}:\n     {w.definition}" for k, w in WORKLOADS.items())
-    + """
+workloads (float32, D=16 input features, a right-padded mask):
+{workloads}
 
 peers: a loop written by hand and Keras 3 on every backend; torch.nn.RNN/LSTM
 (fused) on PyTorch; tf_keras on TensorFlow; the full grid adds torch.compile
@@ -43,36 +42,29 @@ and XLA. Forward and forward+backward (NumPy: forward only).
 
 sizes: T varies at B=32 U=64, then B and U vary one at a time at T=100.
 """
-)
 
 
 def parser() -> argparse.ArgumentParser:
     """The bench's flags (also the ``bench`` subcommand of ``python -m rnnscan``)."""
     p = argparse.ArgumentParser(
-        prog="python -m rnnscan bench", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m rnnscan bench",
+        description=DESCRIPTION.format(
+            workloads="\n".join(f"  {k} {w.title}:\n     {w.definition}" for k, w in WORKLOADS.items())
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--quick", action="store_true", help=f"T in 10,100, B=32, U=64, 5 samples ({QUICK_TIME})")
     p.add_argument("--out", type=Path, default=Path("rnnscan-bench"), help="output folder (default: rnnscan-bench)")
-    p.add_argument("--repeats", type=int, default=None, help="timed samples per figure (default: 7; --quick: 5)")
+    p.add_argument("--repeats", type=int, help="timed samples per figure (default: 7; --quick: 5)")
     p.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated (default: all installed)")
     p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated (default: W1,W2,W3)")
-    p.add_argument("--T", dest="times", default=None, help="time steps (default: 10,30,100,300,1000)")
-    p.add_argument("--B", dest="batches", default=None, help="batch sizes (default: 1,32,256)")
-    p.add_argument("--U", dest="units", default=None, help="units (default: 64,256)")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="threads for every framework (default: each framework's own; 1 steadies the figures on a busy machine)",
-    )
+    p.add_argument("--T", dest="times", help="time steps (default: 10,30,100,300,1000)")
+    p.add_argument("--B", dest="batches", help="batch sizes (default: 1,32,256)")
+    p.add_argument("--U", dest="units", help="units (default: 64,256)")
+    p.add_argument("--threads", type=int, help="threads for every framework (default: each one's own; 1 steadies)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--keras-lstm",
-        nargs=argparse.REMAINDER,
-        default=None,
-        metavar="FLAGS",
-        help="run the Keras layers benchmark (rnnscan.bench.keras_lstm) instead; the flags after it are its own",
-    )
+    p.add_argument("--keras-lstm", nargs=argparse.REMAINDER, metavar="FLAGS", help="run the Keras LSTM layer "
+                   "benchmark (rnnscan.bench.keras_lstm) instead; the flags after it are its own")  # fmt: skip
     return p
 
 
@@ -126,8 +118,18 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
     print(f"rnnscan bench: {len(todo)} figures to time on {', '.join(settings.backends)}", file=sys.stderr)
     if not_run:
         print(f"rnnscan bench: not run: {'; '.join(not_run.values())}", file=sys.stderr)
-    with _progress(len(todo), enabled=not args.no_progress) as advance:
+    bar = _progress_bar(len(todo), enabled=not args.no_progress)
+
+    def advance(row: Row) -> None:
+        if bar is not None:
+            bar.set_postfix_str(f"{row.backend} {row.impl} {row.workload} T={row.T}", refresh=False)
+            bar.update(1)
+
+    try:
         rows = derive(execute(todo, settings, impls, advance) + missing)
+    finally:
+        if bar is not None:
+            bar.close()
     wall = time.perf_counter() - start
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -150,27 +152,10 @@ def _keras_lstm(argv: list[str]) -> int:
     return int(keras_lstm.main(argv) or 0)
 
 
-class _progress:
-    """A tqdm bar on stderr (none if tqdm is not installed or not enabled); ``advance(row)`` after each figure."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.bar = None
-        if enabled:
-            try:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=total, unit="figure", dynamic_ncols=True, file=sys.stderr)
-            except ImportError:
-                pass
-
-    def __enter__(self) -> _progress:
-        return self
-
-    def __call__(self, row: Row) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"{row.backend} {row.impl} {row.workload} T={row.T}", refresh=False)
-            self.bar.update(1)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.close()
+def _progress_bar(total: int, enabled: bool) -> Any:
+    """A tqdm bar on stderr, or None (not enabled, or tqdm not installed)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="figure", dynamic_ncols=True, file=sys.stderr) if enabled else None
