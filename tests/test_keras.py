@@ -60,7 +60,10 @@ def keras3_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         if not (installed(name) and _has("keras")):
             continue
         env = dict(os.environ, KERAS_BACKEND=name, TF_CPP_MIN_LOG_LEVEL="2")
-        env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent / "src"), env.get("PYTHONPATH", "")])
+        import rnnscan  # the workers import the rnnscan this process tests
+
+        src = str(Path(rnnscan.__file__).parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
         log = open(out / f"{name}.log", "w")  # noqa: SIM115 (closed when the run is read)
         proc = subprocess.Popen(
             [sys.executable, str(HERE / "keras_checks" / "keras3_checks.py"), str(out / f"{name}.pkl")],
@@ -242,3 +245,244 @@ def _tf_keras_reference(case: dict[str, Any]) -> Any:
     obj(x, **kwargs)
     layer.set_weights(case["weights"])
     return [np.asarray(t) for t in tf.nest.flatten(obj(x, **kwargs))]
+
+
+# ---------------------------------------------------------------- tf-keras, in this process
+
+CONFIGS = [
+    dict(mask=None, go_backwards=False, return_sequences=False, return_state=False, unroll=False),
+    dict(mask="Masking", go_backwards=True, return_sequences=True, return_state=True, unroll=False),
+    dict(
+        mask="explicit",
+        go_backwards=False,
+        return_sequences=True,
+        return_state=False,
+        unroll=True,
+        zero_output_for_mask=True,
+    ),
+    dict(mask="Masking", go_backwards=False, return_sequences=False, return_state=True, unroll=True),
+    dict(
+        mask="explicit",
+        go_backwards=True,
+        return_sequences=True,
+        return_state=True,
+        unroll=False,
+        zero_output_for_mask=True,
+    ),
+    dict(mask=None, go_backwards=True, return_sequences=True, return_state=False, unroll=True),
+]
+TF_KERAS_LAYERS = (
+    "RNN(custom cell)",
+    "SimpleRNN",
+    "LSTM",
+    "GRU",
+    "ConvLSTM1D",
+    "ConvLSTM2D",
+    "Bidirectional(LSTM)",
+    "RNN([LSTMCell(4), LSTMCell(3)])",
+)
+needs_tf_keras = pytest.mark.skipif(not (installed("tensorflow") and _has("tf_keras")), reason="tf_keras missing")
+
+
+@pytest.fixture
+def spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts the adapter's calls of rnnscan.rnn (our own function, wrapped; nothing of Keras is replaced)."""
+    import rnnscan.keras as rk
+
+    calls = {"n": 0}
+    inner = rk._rnn
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        return inner(*args, **kwargs)
+
+    monkeypatch.setattr(rk, "_rnn", counting)
+    rk.disable()
+    yield calls
+    rk.disable()
+
+
+def _mask(left: bool = False) -> np.ndarray:
+    mask = np.ones((B, T), bool)
+    mask[1, 4:] = False
+    mask[2, 2:] = False
+    if left:
+        mask[1, :2] = False
+    return mask
+
+
+def _inputs(rng: np.random.Generator, features: tuple[int, ...], mask: np.ndarray | None) -> np.ndarray:
+    x = rng.standard_normal((B, T, *features)).astype("float32")
+    if mask is not None:
+        x[~mask] = 0.0
+    return x
+
+
+def _tf_keras_run(obj: Any, x: np.ndarray, kwargs: dict[str, Any]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Outputs and the gradients of sum(out_i * w_i) by the weights and the inputs (eager, GradientTape)."""
+    import tensorflow as tf
+
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        flat = tf.nest.flatten(obj(xt, **kwargs))
+        total = sum(
+            tf.reduce_sum(o * np.random.default_rng(i).standard_normal(o.shape).astype("float32"))
+            for i, o in enumerate(flat)
+        )
+    grads = tape.gradient(total, [*obj.trainable_weights, xt])
+    return [o.numpy() for o in flat], [g.numpy() for g in grads]
+
+
+def _both(spy: dict[str, int], fn: Any) -> tuple[Any, Any]:
+    import rnnscan.keras as rk
+
+    before = spy["n"]
+    with rk.enabled():
+        ours = fn()
+    assert spy["n"] > before, "rnnscan.rnn was not called with rnnscan enabled"
+    before = spy["n"]
+    theirs = fn()
+    assert spy["n"] == before, "rnnscan.rnn was called with rnnscan disabled"
+    return ours, theirs
+
+
+@needs_tf_keras
+@pytest.mark.parametrize("name", TF_KERAS_LAYERS)
+def test_tf_keras_layers(name: str, spy: dict[str, int], rng: np.random.Generator) -> None:
+    """Every configuration row: outputs and gradients through rnnscan equal tf-keras's own loop."""
+    import tensorflow as tf
+    import tf_keras
+
+    features = FEATURES.get(name, (D,))
+    for cfg in CONFIGS:
+        if name.startswith("ConvLSTM") and (cfg["mask"] == "Masking" or cfg["unroll"]):
+            continue  # Masking reduces the last axis only: no sequence mask; tf-keras's ConvRNN cannot unroll
+        mask = None if cfg["mask"] is None else _mask()
+        x = _inputs(rng, features, mask)
+        tf_keras.utils.set_random_seed(int(rng.integers(1 << 30)))
+        layer = tf_keras_layer(name, cfg)
+        if cfg["mask"] == "Masking":
+            inp = tf_keras.Input((T, *features))
+            obj = tf_keras.Model(inp, layer(tf_keras.layers.Masking()(inp)))
+            kwargs: dict[str, Any] = {}
+        else:
+            obj = layer
+            kwargs = {} if mask is None else {"mask": tf.constant(mask)}
+        (out, grads), (k_out, k_grads) = _both(spy, lambda obj=obj, x=x, kwargs=kwargs: _tf_keras_run(obj, x, kwargs))
+        backwards = cfg["go_backwards"] or name.startswith("Bidirectional")
+        if cfg["mask"] and cfg["unroll"] and backwards and known.zero_output(name, cfg):
+            # known.UNROLL_BACKWARDS_ZERO: tf-keras's unrolled loop zeroes by the un-reversed mask; the
+            # reference is its symbolic loop, and its own unrolled result differs from that.
+            twin = tf_keras_layer(name, {**cfg, "unroll": False})
+            ref_obj = twin
+            if cfg["mask"] == "Masking":
+                inp = tf_keras.Input((T, *features))
+                ref_obj = tf_keras.Model(inp, twin(tf_keras.layers.Masking()(inp)))
+            ref_obj(tf.constant(x), **kwargs)
+            twin.set_weights(layer.get_weights())
+            ref, _ = _tf_keras_run(ref_obj, x, kwargs)
+            _assert_close(out, ref, f"{name} {cfg} outputs against the symbolic loop")
+            with pytest.raises(AssertionError):
+                _assert_close(k_out, ref, "")
+            continue
+        _assert_close(out, k_out, f"{name} {cfg} outputs")
+        _assert_close(grads, k_grads, f"{name} {cfg} gradients")
+
+
+@needs_tf_keras
+def test_tf_keras_initial_state_and_stateful(spy: dict[str, int], rng: np.random.Generator) -> None:
+    """A nonzero initial state before masked first steps, and a stateful LSTM over three batches."""
+    import tensorflow as tf
+    import tf_keras
+
+    mask = _mask(left=True)
+    x = _inputs(rng, (D,), mask)
+    for name, n in (("SimpleRNN", 1), ("LSTM", 2), ("GRU", 1)):
+        layer = tf_keras_layer(name, dict(mask="explicit", return_sequences=True, return_state=True))
+        states = [tf.constant(rng.standard_normal((B, U)).astype("float32")) for _ in range(n)]
+        kwargs = {"mask": tf.constant(mask), "initial_state": states}
+        (out, grads), (k_out, k_grads) = _both(spy, lambda layer=layer, kwargs=kwargs: _tf_keras_run(layer, x, kwargs))
+        _assert_close(out, k_out, f"{name} outputs")
+        _assert_close(grads, k_grads, f"{name} gradients")
+
+    inp = tf_keras.Input(batch_shape=(B, T, D))
+    lstm = tf_keras.layers.LSTM(U, stateful=True, return_sequences=True)
+    model = tf_keras.Model(inp, lstm(tf_keras.layers.Masking()(inp)))
+    batches = [_inputs(rng, (D,), _mask(left=i > 0)) for i in range(3)]
+
+    def go() -> list[np.ndarray]:
+        lstm.reset_states()
+        return [r for x in batches for r in _tf_keras_run(model, x, {})]
+
+    ours, theirs = _both(spy, go)
+    _assert_close(ours, theirs, "stateful batches")
+
+
+def _tf_keras_model() -> Any:
+    import tf_keras
+
+    return tf_keras.Sequential(
+        [tf_keras.Input((T, D)), tf_keras.layers.Masking(), tf_keras.layers.LSTM(U), tf_keras.layers.Dense(1)]
+    )
+
+
+@needs_tf_keras
+def test_tf_keras_fit_and_save(spy: dict[str, int], rng: np.random.Generator, tmp_path: Path) -> None:
+    """fit for three steps gives the same losses; a model saved while enabled loads and predicts the same."""
+    import tf_keras
+
+    import rnnscan.keras as rk
+
+    x = np.concatenate([_inputs(rng, (D,), _mask()) for _ in range(2)])
+    y = rng.standard_normal((len(x), 1)).astype("float32")
+    tf_keras.utils.set_random_seed(int(rng.integers(1 << 30)))
+    start = _tf_keras_model().get_weights()
+
+    def fit() -> list[float]:
+        model = _tf_keras_model()
+        model.set_weights(start)
+        model.compile(optimizer=tf_keras.optimizers.SGD(0.1), loss="mse")
+        return model.fit(x, y, batch_size=len(x), epochs=3, shuffle=False, verbose=0).history["loss"]
+
+    ours, theirs = _both(spy, fit)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert ours[-1] < ours[0]
+
+    with rk.enabled():
+        model = _tf_keras_model()
+        before = model(x).numpy()
+        model.save(tmp_path / "model.keras")
+        after = tf_keras.models.load_model(tmp_path / "model.keras")(x).numpy()
+    plain = tf_keras.models.load_model(tmp_path / "model.keras")(x).numpy()
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(plain, before, rtol=1e-5, atol=1e-6)
+
+
+@needs_tf_keras
+@pytest.mark.parametrize("unroll", [False, True], ids=["loop", "unroll"])
+def test_tf_keras_graph_mode(unroll: bool, spy: dict[str, int], rng: np.random.Generator) -> None:
+    """tf.compat.v1: a Masking -> LSTM model built in a Graph and run in a Session, as tf-keras's own tests do."""
+    import tensorflow as tf
+    import tf_keras
+
+    mask = _mask(left=True)
+    x = _inputs(rng, (D,), mask)
+    weights = None
+
+    def run() -> list[np.ndarray]:
+        nonlocal weights
+        with tf.Graph().as_default():
+            sess = tf_keras.src.backend.get_session()
+            inp = tf_keras.Input((T, D))
+            lstm = tf_keras.layers.LSTM(U, return_sequences=True, return_state=True, unroll=unroll)
+            outs = lstm(tf_keras.layers.Masking()(inp))
+            loss = tf.reduce_sum(outs[0] * np.random.default_rng(0).standard_normal((B, T, U)).astype("float32"))
+            grads = tf.compat.v1.gradients(loss, [*lstm.trainable_weights, inp])
+            if weights is None:
+                weights = lstm.get_weights()
+            lstm.set_weights(weights)
+            return sess.run([*outs, *grads], feed_dict={inp: x})
+
+    ours, theirs = _both(spy, run)
+    _assert_close(ours, theirs, "graph-mode outputs and gradients")

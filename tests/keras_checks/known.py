@@ -17,7 +17,7 @@ MASKED_FIRST_STEP = "masked first step after a nonzero initial state repeats the
 CONV_MASK = "masked ConvLSTM scan: the (batch, 1) mask does not broadcast against rank-3+ states"
 UNROLL_ZERO_OUTPUT = "unroll=True ignores zero_output_for_mask"
 CONSTANTS = "constants dropped"
-INPUT_LENGTH = "input_length ignored"
+INPUT_LENGTH = "input_length ignored (jax, numpy) or refused (torch, tensorflow: `input_length or T` on an array)"
 RETURN_ALL_OUTPUTS = "return_all_outputs ignored"
 FIRST_STATE_OUTPUT = "masked output taken from the first state"
 UNROLL_BACKWARDS_ZERO = (
@@ -33,7 +33,7 @@ WRONG = {
     CONV_MASK: WRONG_ON,
     UNROLL_ZERO_OUTPUT: WRONG_ON,
     CONSTANTS: WRONG_ON,
-    INPUT_LENGTH: WRONG_ON,
+    INPUT_LENGTH: ("jax", "numpy", "torch", "tensorflow"),
     RETURN_ALL_OUTPUTS: WRONG_ON,
     FIRST_STATE_OUTPUT: WRONG_ON,
     TORCH_UNROLL_BACKWARDS: ("torch",),
@@ -45,6 +45,8 @@ def zero_output(layer: str, cfg: dict[str, Any]) -> bool:
     """The layer's effective zero_output_for_mask (Bidirectional forces it to return_sequences)."""
     if layer.startswith("Bidirectional"):
         return bool(cfg["return_sequences"])
+    if layer.startswith("ConvLSTM"):
+        return False  # not passed to ConvLSTM (see rnn_kwargs)
     return bool(cfg.get("zero_output_for_mask", False))
 
 
