@@ -150,7 +150,8 @@ def test_check(runs, worker, check):
     _skip_if_missing(NEEDS[worker])
     result = _results(runs[worker]).get(check)
     assert result is not None, _why(runs[worker])
-    assert result["ok"], f"{result['error']}\n{result.get('traceback', '')}"
+    replay = f"replay: RNNSCAN_DIST_SEED={result['seed']} python tests/distributed/{worker}.py"
+    assert result["ok"], f"{result['error']}\n{result.get('traceback', '')}\n{replay}"
 
 
 def test_page_has_an_example_per_engine():

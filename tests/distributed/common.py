@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -15,15 +16,23 @@ import numpy as np
 # 1.2e-7) of the sum's terms. Entries whose terms cancel to near 0 get an absolute bound:
 # 1e-6 against gradients and losses of order 1e-2 to 1.
 RTOL, ATOL = 1e-5, 1e-6
+_SEED: list[int] = []
+
+
+def fresh_seed() -> int:
+    """A new seed per run (RNNSCAN_DIST_SEED=<n> replays one); every reported line names it."""
+    if not _SEED:
+        _SEED.append(int(os.environ.get("RNNSCAN_DIST_SEED") or int.from_bytes(os.urandom(4), "little")))
+    return _SEED[0]
 
 
 def report(name: str, check: Callable[[], dict[str, Any] | None]) -> None:
     """Run one check; print ``{"check": name, "ok": ..., ...}`` as one line."""
     try:
         facts = check() or {}
-        line = {"check": name, "ok": True, **facts}
+        line = {"check": name, "ok": True, "seed": fresh_seed(), **facts}
     except Exception as error:  # the test prints it: the check failed, with why
-        line = {"check": name, "ok": False, "error": f"{type(error).__name__}: {error}"}
+        line = {"check": name, "ok": False, "seed": fresh_seed(), "error": f"{type(error).__name__}: {error}"}
         line["traceback"] = traceback.format_exc()[-3000:]
     print(json.dumps(line, default=str), flush=True)
     sys.stdout.flush()

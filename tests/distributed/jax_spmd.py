@@ -16,7 +16,7 @@ import functools  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from common import assert_close, report  # noqa: E402
+from common import assert_close, fresh_seed, report  # noqa: E402
 from hlo import collectives, operand_shapes  # noqa: E402
 from jax.sharding import NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
@@ -27,8 +27,7 @@ import rnnscan  # noqa: E402
 # loop's shapes tell whether it runs on a shard or on the whole batch.
 B, T, DA, DB, U = 24, 7, 5, 2, 4
 SHARD = B // 8
-rng = np.random.default_rng(int.from_bytes(os.urandom(4), "little"))
-print("# seed-free run: fresh data from os.urandom", flush=True)
+rng = np.random.default_rng(fresh_seed())
 
 
 def f32(*shape: int, scale: float = 1.0) -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import Any  # noqa: E402
 import jax  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from common import assert_close, report  # noqa: E402
+from common import assert_close, fresh_seed, report  # noqa: E402
 from keras import layers  # noqa: E402
 
 import rnnscan.keras as rk  # noqa: E402
@@ -35,7 +35,7 @@ def _spy(*args: Any, **kwargs: Any) -> Any:
 
 rk._rnn = _spy  # counts the adapter's calls of rnnscan.rnn (our own function; nothing of Keras is replaced)
 
-seed = int.from_bytes(os.urandom(4), "little")
+seed = fresh_seed()
 rng = np.random.default_rng(seed)
 x = rng.standard_normal((N, T, D)).astype(np.float32)
 x[rng.random((N, T)) < 0.3] = 0.0  # masked steps, for the Masking layer

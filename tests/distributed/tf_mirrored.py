@@ -14,7 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from common import assert_close, report  # noqa: E402
+from common import assert_close, fresh_seed, report  # noqa: E402
 
 import rnnscan  # noqa: E402
 
@@ -25,7 +25,7 @@ tf.config.set_logical_device_configuration(
 
 REPLICAS, B, T, D, U, STEPS, LR = 2, 8, 6, 5, 4, 3, 0.5
 HALF = B // REPLICAS
-rng = np.random.default_rng(int.from_bytes(os.urandom(4), "little"))
+rng = np.random.default_rng(fresh_seed())
 INIT = {
     "w": (rng.standard_normal((D, 4 * U)) * 0.5).astype(np.float32),
     "u": (rng.standard_normal((U, 4 * U)) * 0.5).astype(np.float32),

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from common import assert_close, report
+from common import assert_close, fresh_seed, report
 
 import rnnscan
 
@@ -152,7 +152,7 @@ def run_ranks(seed: int, out: str) -> None:
 def main() -> None:
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     torch.set_num_threads(1)
-    seed = int.from_bytes(os.urandom(4), "little")
+    seed = fresh_seed()
     data = batches(seed)
     torch.manual_seed(seed)
     reference = LSTMLike()
