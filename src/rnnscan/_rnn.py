@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -10,9 +9,8 @@ import numpy as np
 
 from . import _tree
 from . import _validate as v
-from ._step import Step
+from ._loop import LoopCall, Plan, segment_length
 from .backends import Backend, _compat, backend_for, framework_of
-from .backends._base import python_loop
 
 
 def rnn(
@@ -22,11 +20,13 @@ def rnn(
     go_backwards: bool = False,
     mask: Any = None,
     constants: Sequence[Any] | None = None,
-    unroll: bool = False,
+    unroll: bool | int = False,
     input_length: Any = None,
     time_major: bool = False,
     zero_output_for_mask: bool = False,
     return_all_outputs: bool = True,
+    *,
+    remat: bool | int = False,
 ) -> tuple[Any, Any, Any]:
     """Iterate ``step_function`` over the time axis of ``inputs``, as ``tf.keras.backend.rnn``.
 
@@ -48,12 +48,20 @@ def rnn(
             value and the output repeats the previous output (zeros before the
             first step), or is zeros with ``zero_output_for_mask``.
         constants: values appended to the states at every step.
-        unroll: run an unrolled Python loop instead of the backend's loop.
+        unroll: True: a fully unrolled Python loop instead of the backend's loop
+            (it needs a static number of time steps). An int k: k steps per
+            iteration of a traced loop (``lax.scan(unroll=k)``, a ``tf.while_loop``
+            or torch scan body of k steps; eager loops are unchanged). False or 1: none.
         input_length: with no ``mask``, a ``(batch,)`` integer array of lengths
             masking the steps past each length (an int masks nothing).
         time_major: inputs and outputs are ``(time, batch, ...)``.
         zero_output_for_mask: masked steps output zeros.
         return_all_outputs: if False, ``outputs`` is ``(batch, 1, ...)``, the last output.
+        remat: keyword-only. True: run the loop in segments of about sqrt(T) steps
+            whose residuals the backward pass recomputes from the carry saved at each
+            segment's start (training memory O(sqrt(T)) carries instead of O(T)
+            residuals); an int k: segments of k steps; False: keep every residual.
+            Results and gradients are the same. No effect on NumPy.
 
     Returns:
         ``(last_output, outputs, new_states)``: ``last_output`` ``(batch, ...)``,
@@ -61,13 +69,13 @@ def rnn(
         ``new_states`` structured like ``initial_states``.
     """
     v.check_step_function(step_function)
-    go_backwards, unroll, time_major, zero_output_for_mask, return_all_outputs = v.as_flags(
+    go_backwards, time_major, zero_output_for_mask, return_all_outputs = v.as_flags(
         go_backwards=go_backwards,
-        unroll=unroll,
         time_major=time_major,
         zero_output_for_mask=zero_output_for_mask,
         return_all_outputs=return_all_outputs,
     )
+    unroll, remat = v.as_unroll(unroll), v.as_remat(remat)
     input_leaves, inputs_spec = _tree.flatten(inputs)
     is_array = _is_array
     state_seq = v.as_state_sequence(initial_states, is_array)
@@ -98,6 +106,7 @@ def rnn(
     else:
         lengths = v.check_input_length(backend, input_length, batch, time_steps, like)
     v.check_static_time(unroll, time_steps)
+    v.check_remat_time(backend, remat, time_steps)
 
     # Normalise once: time first, masks as (time, batch) bool, in processing order.
     if not time_major:
@@ -110,27 +119,26 @@ def rnn(
     if go_backwards:
         input_leaves = [backend.flip_time(x) for x in input_leaves]
 
-    step = Step(
-        backend,
-        step_function,
-        constants,
-        inputs_spec,
-        _tree.unflatten(states_spec, state_leaves),
-        states_spec,
-        batch,
-        zero_output_for_mask,
+    call = LoopCall(
+        step_function=step_function,
+        constants=constants,
+        inputs_spec=inputs_spec,
+        states_spec=states_spec,
+        batch=batch,
+        zero_output_for_mask=zero_output_for_mask,
+        return_all_outputs=return_all_outputs,
+        unroll_fully=unroll is True,
+        plan=Plan(unroll=1 if unroll is True else unroll, segment=segment_length(remat, time_steps)),
     )
-    loop = functools.partial(python_loop, backend) if unroll else backend.scan
-    state_leaves, last_leaves, output_leaves = loop(step, state_leaves, input_leaves, step_mask, return_all_outputs)
+    state_leaves, last_leaves, output_leaves, output_spec = backend.run(call, state_leaves, input_leaves, step_mask)
 
     if output_leaves is None:
         output_leaves = [backend.expand_front(o) for o in last_leaves]
     if not time_major:
         output_leaves = [backend.swap_batch_time(o) for o in output_leaves]
-    assert step.output_spec is not None
     return (
-        _tree.unflatten(step.output_spec, last_leaves),
-        _tree.unflatten(step.output_spec, output_leaves),
+        _tree.unflatten(output_spec, last_leaves),
+        _tree.unflatten(output_spec, output_leaves),
         _tree.unflatten(states_spec, state_leaves),
     )
 

@@ -27,7 +27,6 @@ PyTreeSpec = optree.PyTreeSpec
 NAMESPACE = "rnnscan"
 
 _LEAF_TYPES: set[type] = {str, bytes}  # types met as leaves, not to be asked about again
-_MAPPING_KINDS = {optree.PyTreeKind.DICT, optree.PyTreeKind.ORDEREDDICT, optree.PyTreeKind.DEFAULTDICT}
 
 
 def flatten(tree: Any) -> tuple[list[Any], PyTreeSpec]:
@@ -81,7 +80,7 @@ def leaves_like(spec: PyTreeSpec, tree: Any) -> list[Any]:
             raise ValueError("a structure where a leaf was expected")
         return [tree]
     children = spec.children()
-    if spec.kind == optree.PyTreeKind.NONE:
+    if spec.type is type(None):
         if tree is not None:
             raise ValueError("None expected")
         return []
@@ -99,10 +98,9 @@ def leaves_like(spec: PyTreeSpec, tree: Any) -> list[Any]:
     return own_leaves
 
 
+# (only the spec's type, children and entries: torch.compile's stand-in for optree has no more)
 def _is_mapping(spec: PyTreeSpec) -> bool:
-    return spec.kind in _MAPPING_KINDS or (
-        spec.kind == optree.PyTreeKind.CUSTOM and issubclass(spec.type, collections.abc.Mapping)
-    )
+    return issubclass(spec.type, collections.abc.Mapping)
 
 
 def _is_sequence(spec: PyTreeSpec) -> bool:

@@ -18,7 +18,7 @@ from . import _tree
 if TYPE_CHECKING:
     from .backends._base import Backend
 
-_FLAGS = ("go_backwards", "unroll", "time_major", "zero_output_for_mask", "return_all_outputs")
+_FLAGS = ("go_backwards", "time_major", "zero_output_for_mask", "return_all_outputs")
 
 
 def describe(x: Any) -> str:
@@ -215,8 +215,8 @@ def _length_range(time_steps: Any) -> str:
     return f"lengths between 0 and {bound}"
 
 
-def check_static_time(unroll: bool, time_steps: Any) -> None:
-    if unroll and time_steps is None:
+def check_static_time(unroll: bool | int, time_steps: Any) -> None:
+    if unroll is True and time_steps is None:
         raise _error(
             ValueError,
             "unroll",
@@ -225,17 +225,22 @@ def check_static_time(unroll: bool, time_steps: Any) -> None:
         )
 
 
-def check_step_result(
-    backend: Backend,
-    result: Any,
-    initial_states: Sequence[Any],
-    states_spec: _tree.PyTreeSpec,
-    batch: Any,
-) -> _tree.PyTreeSpec:
-    """Check the first ``(output, new_states)`` against the states; return the output structure."""
+def check_remat_time(backend: Backend, remat: bool | int, time_steps: Any) -> None:
+    if remat is not False and time_steps is None and not backend.checkpoints_in_loops():
+        raise _error(
+            ValueError,
+            "remat",
+            f"False when the number of time steps is unknown in a {backend.name} graph (its recomputed "
+            "segments are laid out while the graph is built)",
+            f"remat={remat!r} with an unknown time dimension",
+        )
+
+
+def check_step_output(backend: Backend, result: Any, batch: Any) -> _tree.PyTreeSpec:
+    """Check the first ``(output, new_states)`` pair and its output; return the output structure."""
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         raise _error(TypeError, "step_function", "returning a pair (output, new_states)", describe(result))
-    output, new_states = result
+    output = result[0]
     out_leaves, out_spec = _tree.flatten(output)
     if not out_leaves:
         raise _error(ValueError, "step_function", "returning an output holding at least one array", describe(output))
@@ -249,6 +254,12 @@ def check_step_result(
             )
         if len(shape) < 2:
             raise _error(ValueError, "step_function", "returning outputs of rank >= 2, (batch, ...)", describe(leaf))
+    return out_spec
+
+
+def check_step_states(backend: Backend, new_states: Any, initial_states: Sequence[Any]) -> None:
+    """Check the first ``new_states`` against the states: their number, each one's structure
+    (up to container types), shapes and dtypes."""
     if not isinstance(new_states, (list, tuple)):
         raise _error(
             TypeError, "step_function", "returning new_states as a list or tuple like the states", describe(new_states)
@@ -269,28 +280,45 @@ def check_step_result(
                 f"returning new state {i} with the structure {old_spec}",
                 str(_tree.flatten(new)[1]),
             )
-        new_leaves = _tree.leaves_like(old_spec, new)
-        for new_leaf, old_leaf in zip(new_leaves, old_leaves):
-            if not backend.owns(new_leaf):
-                raise _error(
-                    TypeError, "step_function", f"returning new state {i} as {backend.name} arrays", describe(new_leaf)
-                )
-            new_shape, old_shape = backend.shape(new_leaf), backend.shape(old_leaf)
-            same = len(new_shape) == len(old_shape) and all(
-                a is None or b is None or a == b for a, b in zip(new_shape, old_shape)
-            )
-            if not same:
-                raise _error(
-                    ValueError,
-                    "step_function",
-                    f"returning new state {i} of the state's shape {describe(old_leaf)}",
-                    describe(new_leaf),
-                )
-            if new_leaf.dtype != old_leaf.dtype:
-                raise _error(
-                    TypeError,
-                    "step_function",
-                    f"returning new state {i} of the state's dtype {describe(old_leaf)}",
-                    describe(new_leaf),
-                )
-    return out_spec
+        for new_leaf, old_leaf in zip(_tree.leaves_like(old_spec, new), old_leaves):
+            _check_new_state_leaf(backend, i, new_leaf, old_leaf)
+
+
+def _check_new_state_leaf(backend: Backend, i: int, new: Any, old: Any) -> None:
+    if not backend.owns(new):
+        raise _error(TypeError, "step_function", f"returning new state {i} as {backend.name} arrays", describe(new))
+    new_shape, old_shape = backend.shape(new), backend.shape(old)
+    same = len(new_shape) == len(old_shape) and all(
+        a is None or b is None or a == b for a, b in zip(new_shape, old_shape)
+    )
+    if not same:
+        raise _error(
+            ValueError, "step_function", f"returning new state {i} of the state's shape {describe(old)}", describe(new)
+        )
+    if new.dtype != old.dtype:
+        raise _error(
+            TypeError, "step_function", f"returning new state {i} of the state's dtype {describe(old)}", describe(new)
+        )
+
+
+def as_unroll(unroll: Any) -> bool | int:
+    """``unroll``: True (a full unroll), or the steps per loop iteration (False means 1)."""
+    if isinstance(unroll, (bool, np.bool_)):
+        return bool(unroll) or 1
+    if not isinstance(unroll, (int, np.integer)):
+        raise _error(TypeError, "unroll", "a bool or a positive int (steps per loop iteration)", describe(unroll))
+    if unroll < 1:
+        raise _error(ValueError, "unroll", "a bool or a positive int (steps per loop iteration)", describe(unroll))
+    return int(unroll)
+
+
+def as_remat(remat: Any) -> bool | int:
+    """``remat``: False, True (segments of about sqrt(T) steps) or the steps per segment."""
+    if isinstance(remat, (bool, np.bool_)):
+        return bool(remat)
+    expected = "a bool or a positive int (steps per recomputed segment)"
+    if not isinstance(remat, (int, np.integer)):
+        raise _error(TypeError, "remat", expected, describe(remat))
+    if remat < 1:
+        raise _error(ValueError, "remat", expected, describe(remat))
+    return int(remat)

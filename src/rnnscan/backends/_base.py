@@ -1,21 +1,19 @@
-"""The Backend interface: the array operations the core needs, and the loop.
+"""The Backend interface: the array operations the loop needs, and a scan primitive.
 
-A backend wraps one framework. The core (``rnnscan._rnn``) decides every piece of
-semantics in terms of these operations; a backend only says how its framework
-does them, and may replace :meth:`Backend.scan` with a faster, compilable loop.
-All arrays handed to these methods belong to the backend's framework.
+A backend wraps one framework. The loop (``rnnscan._loop``) decides every piece of
+semantics in terms of these operations; a backend only says how its framework does
+them, and supplies its loop primitive (:meth:`Backend.scan`) and the "checkpoint
+this segment" that remat needs (:meth:`Backend.checkpoint`). All arrays handed to
+these methods belong to the backend's framework.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
 
-if TYPE_CHECKING:
-    from .._step import Step
-
-Shape = tuple  # tuple[int | None, ...]: None where a dimension is unknown (symbolic)
+import numpy as np
 
 
 class Backend:
@@ -23,16 +21,16 @@ class Backend:
 
     #: the framework's name as users know it ("numpy", "jax", "torch", "tensorflow")
     name: str = ""
+    #: :meth:`scan` runs ``unroll=k`` itself (else the loop runs blocks of k steps)
+    unrolls_natively: bool = False
 
     # -- recognising and converting arrays ---------------------------------
     def owns(self, x: Any) -> bool:
-        """True if ``x`` is an array of this framework (tracers included)."""
+        """True if ``x`` is an array of this framework (tracers and variables included)."""
         raise NotImplementedError
 
     def accepts(self, x: Any) -> bool:
         """True if ``x`` may be mixed into a call on this backend (converted by ``asarray``)."""
-        import numpy as np
-
         return self.owns(x) or isinstance(x, (np.ndarray, np.generic, bool, int, float))
 
     def asarray(self, x: Any, like: Any = None) -> Any:
@@ -50,11 +48,9 @@ class Backend:
         return None
 
     # -- facts about an array ----------------------------------------------
-    def shape(self, x: Any) -> Shape:
+    def shape(self, x: Any) -> tuple[int | None, ...]:
+        """The static shape: None where a dimension is unknown (symbolic)."""
         return tuple(x.shape)
-
-    def dtype_name(self, x: Any) -> str:
-        return str(x.dtype).rsplit(".", 1)[-1].removeprefix("<dtype: '").removesuffix("'>")
 
     def is_bool(self, x: Any) -> bool:
         raise NotImplementedError
@@ -65,6 +61,10 @@ class Backend:
     def is_numeric(self, x: Any) -> bool:
         """Integer, floating or complex (a mask of these keeps its nonzero steps)."""
         raise NotImplementedError
+
+    def time_steps(self, x: Any) -> Any:
+        """Length of axis 0: an int, or a scalar tensor where it is not known statically."""
+        return self.shape(x)[0]
 
     # -- array operations --------------------------------------------------
     def swap_batch_time(self, x: Any) -> Any:
@@ -82,11 +82,35 @@ class Backend:
         """``(...)`` -> ``(1, ...)``."""
         return self.reshape(x, (1, *self.shape(x)))
 
+    def fold_time(self, x: Any, block: int) -> Any:
+        """``(n * block, ...)`` -> ``(n, block, ...)``."""
+        return self.reshape(x, (-1, block, *self.shape(x)[1:]))
+
+    def unfold_time(self, x: Any) -> Any:
+        """``(n, block, ...)`` -> ``(n * block, ...)``."""
+        return self.reshape(x, (-1, *self.shape(x)[2:]))
+
+    def concat_time(self, xs: list[Any]) -> Any:
+        """The arrays one after another along axis 0."""
+        raise NotImplementedError
+
     def where(self, condition: Any, x: Any, y: Any) -> Any:
         raise NotImplementedError
 
     def zeros_like(self, x: Any) -> Any:
         raise NotImplementedError
+
+    def output_zeros(self, output: Any, like_input: Any) -> Any:
+        """Zeros like one output leaf ``(batch, ...)``: the previous output before the first
+        step (``like_input``, ``(time, batch, ...)``, gives the batch size where need be)."""
+        return self.zeros_like(output)
+
+    def false_like(self, x: Any) -> Any:
+        """A bool array of ``x``'s shape, all False."""
+        return self.zeros_like(x) != 0
+
+    def logical_or(self, x: Any, y: Any) -> Any:
+        return x | y
 
     def stack(self, xs: Sequence[Any]) -> Any:
         """Stack along a new axis 0."""
@@ -114,113 +138,39 @@ class Backend:
         values = self.host_values(mask)
         return None if values is None else values.all(axis=1).tolist()
 
-    def cumulative_any(self, mask: Any) -> Any:
-        """``(time, batch)`` bool: whether any step up to and including ``t`` is True."""
-        raise NotImplementedError
-
     def to_bool(self, x: Any) -> Any:
         """Nonzero keeps: a numeric mask as booleans."""
         return x if self.is_bool(x) else x != 0
 
-    # -- the loop ------------------------------------------------------------
-    def time_steps(self, x: Any) -> Any:
-        """Length of axis 0: an int, or a scalar tensor where it is not known statically."""
-        return self.shape(x)[0]
+    # -- the loop ----------------------------------------------------------
+    def run(self, call: Any, states: list[Any], inputs: list[Any], mask: Any | None) -> Any:
+        """Run one call's loop (``rnnscan._loop.LoopCall``); a backend may compile it first."""
+        return call(self, states, inputs, mask)
 
-    def scan(
-        self,
-        step: Step,
-        states: list[Any],
-        inputs: list[Any],
-        mask: Any | None,
-        keep_all: bool,
-    ) -> tuple[list[Any], list[Any], list[Any] | None]:
-        """Run ``step`` over axis 0 of ``inputs`` (and ``mask``).
+    def runs_python_loops(self) -> bool:
+        """True where the loop is best a plain Python loop now (eager execution)."""
+        return True
 
-        ``inputs`` are the flat input leaves ``(time, batch, ...)``, already in
-        processing order; ``mask`` is ``(time, batch)`` bool or None. Returns the
-        final state leaves, the last output leaves, and the stacked output leaves
-        ``(time, batch, ...)`` when ``keep_all`` (else None).
-        The default is a plain Python loop, which is also every backend's ``unroll=True``.
+    def scan(self, body: Callable[..., Any], carry: Any, xs: list[Any], unroll: int = 1) -> tuple[Any, list[Any]]:
+        """The backend's traced loop primitive, used where :meth:`runs_python_loops` is False:
+        ``body(carry, xs_t) -> (carry, ys_t)`` at every step of axis 0 of ``xs``; returns the
+        last carry and the ``ys`` stacked along time.
+
+        ``carry`` is a tuple of lists of arrays; ``ys_t`` a list of arrays. ``unroll``
+        matters only where :attr:`unrolls_natively` (the loop runs blocks of steps elsewhere).
         """
-        return python_loop(self, step, states, inputs, mask, keep_all)
+        raise NotImplementedError
 
+    def checkpoints_in_loops(self) -> bool:
+        """True where :meth:`checkpoint` works inside :meth:`scan`'s body (else the loop runs
+        its remat segments one after another in Python)."""
+        return True
 
-#: time steps unstacked at once by :func:`python_loop`: bounds the per-step views alive at a time
-UNSTACK_CHUNK = 1024
+    def random_state_kept(self) -> Any:
+        """A context in which the framework's global random state ends as it began."""
+        return contextlib.nullcontext()
 
-
-def python_loop(
-    backend: Backend,
-    step: Step,
-    states: list[Any],
-    inputs: list[Any],
-    mask: Any | None,
-    keep_all: bool,
-) -> tuple[list[Any], list[Any], list[Any] | None]:
-    """A lean Python loop: inputs and masks split along time in chunks, each leaf's
-    mask shaped ``(time, batch, 1, ..., 1)`` once, outputs stacked once.
-
-    The first step runs on its own, to learn the output leaves' ranks. A step that
-    keeps every sample skips the masked update (``where(True, new, old)`` is
-    ``new``); which steps those are is read from the mask once, where it is concrete.
-    """
-    x_steps = _time_steps(backend, inputs)
-    first = step.call(states, next(x_steps))
-    if mask is None:
-        output, states = first
-        collected = [output]
-        for x_t in x_steps:
-            output, states = step.call(states, x_t)
-            if keep_all:
-                collected.append(output)
-        return states, output, _stack(backend, collected) if keep_all else None
-
-    # one mask per rank among the state and output leaves; each leaf points at its rank's
-    ranks = sorted({len(backend.shape(leaf)) for leaf in [*states, *first[0]]})
-    sizes = tuple(-1 if size is None else size for size in backend.shape(mask))  # batch may be unknown
-    shaped = [backend.reshape(mask, (*sizes, *(1,) * (rank - 1))) for rank in ranks]
-    state_ranks = [ranks.index(len(backend.shape(s))) for s in states]
-    output_ranks = [ranks.index(len(backend.shape(o))) for o in first[0]]
-    all_kept = backend.all_true_per_step(mask)
-    kept_steps = iter(all_kept) if all_kept is not None else itertools.repeat(False)
-
-    update, call = step.update, step.call
-    output = None
-    collected = []
-    x_steps = itertools.chain([None], x_steps)  # step 0's result is `first`
-    for x_t, masks, kept in zip(x_steps, _time_steps(backend, shaped), kept_steps):
-        step_output, new_states = first if x_t is None else call(states, x_t)
-        if kept:
-            states, output = new_states, step_output
-        else:
-            state_masks = [masks[r] for r in state_ranks]
-            output_masks = [masks[r] for r in output_ranks]
-            states, output = update(states, output, new_states, step_output, state_masks, output_masks)
-        if keep_all:
-            collected.append(output)
-    assert output is not None  # the core refuses an empty time axis
-    return states, output, _stack(backend, collected) if keep_all else None
-
-
-def _stack(backend: Backend, collected: list[list[Any]]) -> list[Any]:
-    """Per-step lists of output leaves ``(batch, ...)`` -> one ``(time, batch, ...)`` array per leaf."""
-    return [backend.stack(leaf) for leaf in zip(*collected)]
-
-
-def _time_steps(backend: Backend, arrays: list[Any]) -> Iterator[tuple[Any, ...]]:
-    """The arrays' (all ``(time, ...)``) slices at every step, split ``UNSTACK_CHUNK`` steps at a time.
-
-    Unstacking the whole time axis at once would keep one array object per step
-    and input alive for the whole loop (about 0.5 KiB each in PyTorch: 100 MB at
-    100,000 steps); chunks bound that to ``UNSTACK_CHUNK`` steps.
-    """
-    unstack = backend.unstack
-    time_steps = backend.shape(arrays[0])[0]
-    bounds = (
-        [(None, None)]
-        if time_steps is None
-        else [(start, start + UNSTACK_CHUNK) for start in range(0, time_steps, UNSTACK_CHUNK)]
-    )
-    for start, stop in bounds:
-        yield from zip(*(unstack(x[start:stop]) for x in arrays))
+    def checkpoint(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        """``function(carry, xs)`` whose backward pass recomputes it from its arguments
+        rather than keeping its residuals (remat). Without autodiff: ``function`` itself."""
+        return function

@@ -1,18 +1,20 @@
-"""JAX: ``jax.lax.scan``; works under ``jax.jit``, ``jax.grad`` and ``jax.vmap``."""
+"""JAX: ``jax.lax.scan``; works under ``jax.jit``, ``jax.grad`` and ``jax.vmap``; eager calls compiled once."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _loop, _tree
+from .._loop import LoopCall
 from ._base import Backend
-
-if TYPE_CHECKING:
-    from .._step import Step
 
 
 class JaxBackend(Backend):
@@ -79,72 +81,147 @@ class JaxBackend(Backend):
     def max_length(self, lengths: Any) -> Any:
         return jnp.max(lengths, initial=0)
 
-    def cumulative_any(self, mask: Any) -> Any:
-        return jnp.cumsum(mask, axis=0, dtype=jnp.int32) > 0
+    def concat_time(self, xs: list[Any]) -> Any:
+        return jnp.concatenate(xs)
 
-    def scan(
-        self, step: Step, states: list[Any], inputs: list[Any], mask: Any | None, keep_all: bool
-    ) -> tuple[list[Any], list[Any], list[Any] | None]:
-        # Trace the step once without computing it: the output's shape and dtype
-        # (for the zeros the masked update starts from, as tf-keras does), and
-        # whether every output leaf is one of the new state leaves.
-        aliases = None
+    def false_like(self, x: Any) -> Any:
+        return jnp.zeros(x.shape, bool)
 
-        def probe(states: list[Any], x_t: list[Any]) -> list[Any]:
-            nonlocal aliases
-            output, new_states = step.call(states, x_t)
-            aliases = step.output_aliases(output, new_states)
-            return output
+    def logical_or(self, x: Any, y: Any) -> Any:
+        return jnp.logical_or(x, y)
 
-        spec = jax.eval_shape(probe, states, [x[0] for x in inputs])
-        if aliases is not None:
-            return _jit(_scan_states(step, aliases, keep_all))(states, inputs, mask)
-        first_output = [jnp.zeros(o.shape, o.dtype) for o in spec]
+    # -- the loop ----------------------------------------------------------
+    unrolls_natively = True
 
-        def body(carry: Any, x: Any) -> Any:
-            states, prev_output = carry
-            x_t, mask_t = x
-            states, output = step(states, prev_output, x_t, mask_t)
-            return (states, output), (output if keep_all else None)
+    def runs_python_loops(self) -> bool:
+        return False
 
-        def run(states: Any, inputs: Any, mask: Any) -> Any:
-            (states, last), outputs = jax.lax.scan(body, (states, first_output), (inputs, mask))
-            return states, last, outputs if keep_all else None
+    def scan(self, body: Any, carry: Any, xs: list[Any], unroll: int = 1) -> tuple[Any, list[Any]]:
+        return jax.lax.scan(body, carry, xs, unroll=unroll)
 
-        return _jit(run)(states, inputs, mask)
+    def checkpoint(self, function: Any) -> Any:
+        return jax.checkpoint(function)
+
+    def run(self, call: LoopCall, states: list[Any], inputs: list[Any], mask: Any | None) -> Any:
+        """Traced (under ``jit``, ``grad``, ``vmap``): the loop is part of the caller's program.
+        Eagerly: the loop compiled once per step function and static configuration (see
+        :func:`_compiled_loop`); ``unroll=True`` runs its Python loop as it is."""
+        arrays = [*states, *inputs, *([] if mask is None else [mask]), *_tree.leaves(call.constants)]
+        if call.unroll_fully or any(isinstance(a, jax.core.Tracer) for a in arrays):
+            return call(self, states, inputs, mask)
+        return _compiled_loop(self, call, states, inputs, mask)
 
 
-def _scan_states(step: Step, aliases: list[int], keep_all: bool) -> Any:
-    """A scan carrying the states alone, for a step whose outputs are states (``return h, [h]``).
+# Compiled eager loops, per step function (held weakly: an entry goes when its function
+# goes) and per program of its first step and static configuration. A fresh jit per call
+# would recompile at every call (120-165 ms for a small step); a bare eager lax.scan
+# would be compiled into JAX's process-wide primitive cache, which keeps its executables
+# alive for good.
+_COMPILED: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
+_ENTRIES_PER_FUNCTION = 16
 
-    The outputs are then read off the masked states after the loop
-    (:meth:`Step.outputs_from_states`): no previous output is carried and no
-    second ``where`` runs per step.
+
+def compiled_loops(step_function: Any) -> list[Any]:
+    """The compiled loops kept for ``step_function`` (for tests and diagnostics)."""
+    owner, _ = _owner(step_function)
+    return list(_COMPILED.get(owner, {}).values())
+
+
+def _owner(step_function: Any) -> tuple[Any, Any]:
+    """What the cache holds weakly: a bound method's object (its function is part of the key)."""
+    if inspect.ismethod(step_function):
+        return step_function.__self__, step_function.__func__
+    return step_function, None
+
+
+def _compiled_loop(backend: JaxBackend, call: LoopCall, states: list[Any], inputs: list[Any], mask: Any | None) -> Any:
+    """``call``'s loop as a cached ``jax.jit``, keyed by the program of the step itself.
+
+    The step is traced once per call (cheap) to a jaxpr. Arrays it closes over become
+    that program's constants, passed to the compiled loop as arguments: a step whose
+    closed-over weights change gives the new results, with no recompilation. The
+    compiled loop replays the jaxpr as its step, so it holds no reference to the step
+    function; anything else the step reads (a Python number) is part of the program,
+    and so of the key.
     """
+    leaves, constants_spec = _tree.flatten(call.constants)
+    # array constants are arguments; anything else (a Python number) stays as it is, in the key
+    constant_leaves = [c for c in leaves if backend.owns(c)]
+    static = tuple(None if backend.owns(c) else c for c in leaves)
+    constants = _Constants(constants_spec, static)
+    shapes: list[_loop.StepShape] = []
 
-    def body(states: list[Any], x: Any) -> Any:
-        x_t, mask_t = x
-        output, new_states = step.call(states, x_t)
-        if step.output_aliases(output, new_states) != aliases:
-            raise ValueError("rnnscan.rnn: `step_function` must trace to the same program at every call.")
-        states = new_states if mask_t is None else step.mask_states(states, new_states, mask_t)
-        return states, ([states[i] for i in aliases] if keep_all else None)
+    def first_step(states: list[Any], x_t: list[Any], constant_leaves: list[Any]) -> Any:
+        _, shape, output, new_states = _loop.first_call(
+            backend,
+            call.step_function,
+            constants=constants.rebuild(constant_leaves),
+            inputs_spec=call.inputs_spec,
+            states_spec=call.states_spec,
+            batch=call.batch,
+            states=states,
+            x_t=x_t,
+        )
+        shapes.append(shape)  # the Python facts of the trace, beside its arrays
+        return output, new_states
 
-    def run(states: list[Any], inputs: list[Any], mask: Any) -> Any:
-        states, state_outputs = jax.lax.scan(body, states, (inputs, mask))
-        last, outputs = step.outputs_from_states(states, state_outputs, aliases, mask)
-        return states, last, outputs
+    closed = jax.make_jaxpr(first_step)(states, [x[0] for x in inputs], constant_leaves)
+    (shape,) = shapes
+    template = dataclasses.replace(call, step_function=None, constants=())
+    key = (str(closed.jaxpr), shape, template, constants, mask is None)
+    owner, method = _owner(call.step_function)
+    try:
+        entries = _COMPILED.setdefault(owner, {})
+    except TypeError:  # not weakly referable, or unhashable: compiled for this call alone
+        entries = {}
+    compiled = entries.get((method, key))
+    if compiled is None:
+        compiled = jax.jit(_replaying_loop(backend, template, closed.jaxpr, shape, constants))
+        if len(entries) >= _ENTRIES_PER_FUNCTION:
+            del entries[next(iter(entries))]
+        entries[(method, key)] = compiled
+    return (*compiled(closed.consts, states, inputs, mask, constant_leaves), shape.output_spec)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Constants:
+    """The constants' structure, with their non-array leaves (None where an array goes)."""
+
+    spec: Any
+    static: tuple[Any, ...]
+
+    def rebuild(self, arrays: list[Any]) -> tuple[Any, ...]:
+        given = iter(arrays)
+        return tuple(_tree.unflatten(self.spec, [next(given) if s is None else s for s in self.static]))
+
+    def arrays(self, constants: tuple[Any, ...]) -> list[Any]:
+        return [c for c, s in zip(_tree.leaves(constants), self.static) if s is None]
+
+
+def _replaying_loop(
+    backend: JaxBackend, template: LoopCall, jaxpr: Any, shape: _loop.StepShape, constants: _Constants
+) -> Any:
+    """The loop of ``template`` whose step evaluates ``jaxpr`` (the step's own program)."""
+    n_output = len(shape.output_ranks)
+    states_spec = template.states_spec
+
+    def run(consts: list[Any], states: list[Any], inputs: list[Any], mask: Any, constant_leaves: list[Any]) -> Any:
+        n_states = len(states_spec.children())
+
+        def replay(x_t: Any, states_and_constants: tuple[Any, ...]) -> Any:
+            leaves = [
+                *_tree.leaves(states_and_constants[:n_states]),
+                *_tree.leaves(x_t),
+                *constants.arrays(states_and_constants[n_states:]),
+            ]
+            out = jax.core.eval_jaxpr(jaxpr, consts, *leaves)
+            output = _tree.unflatten(shape.output_spec, out[:n_output])
+            return output, list(states_spec.unflatten(out[n_output:]))
+
+        call = dataclasses.replace(template, step_function=replay, constants=constants.rebuild(constant_leaves))
+        return call(backend, states, inputs, mask)[:3]
 
     return run
-
-
-def _jit(run: Any) -> Any:
-    # A fresh jit per call, inlined when already traced. Called eagerly, a bare
-    # lax.scan is compiled into JAX's process-wide primitive cache, which keeps
-    # up to 4096 executables (about 2 MB each) alive for good: a new step
-    # function per call leaked memory at every call. The jit's executable is
-    # freed with `run`.
-    return jax.jit(run)
 
 
 BACKEND = JaxBackend()

@@ -1,4 +1,4 @@
-"""NumPy: a lean Python loop (forward only; NumPy has no autodiff)."""
+"""NumPy: the lean Python loop (forward only: NumPy has no autodiff, so remat has no effect)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,12 @@ class NumpyBackend(Backend):
 
     def expand_front(self, x: Any) -> Any:
         return x[None]
+
+    def concat_time(self, xs: list[Any]) -> Any:
+        return np.concatenate(xs)
+
+    def false_like(self, x: Any) -> Any:
+        return np.zeros(x.shape, bool)
 
     def where(self, condition: Any, x: Any, y: Any) -> Any:
         return np.where(condition, x, y)

@@ -11,15 +11,12 @@ Python loop does less per step (measured on the masked SimpleRNN workload of
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import tensorflow as tf
 
 from . import _compat
-from ._base import Backend, python_loop
-
-if TYPE_CHECKING:
-    from .._step import Step
+from ._base import Backend
 
 
 class TensorflowBackend(Backend):
@@ -96,82 +93,94 @@ class TensorflowBackend(Backend):
         static = x.shape[0]
         return static if static is not None else tf.shape(x)[0]
 
-    def scan(
-        self, step: Step, states: list[Any], inputs: list[Any], mask: Any | None, keep_all: bool
-    ) -> tuple[list[Any], list[Any], list[Any] | None]:
-        """Eagerly, the Python loop; in a graph (``tf.function``, XLA), :func:`while_loop`."""
-        if tf.executing_eagerly():
-            return python_loop(self, step, states, inputs, mask, keep_all)
-        return while_loop(step, states, inputs, mask, keep_all)
+    def concat_time(self, xs: list[Any]) -> Any:
+        return tf.concat(xs, 0)
 
+    def checkpoints_in_loops(self) -> bool:
+        # tf.recompute_grad inside a tf.while_loop fails on the variables the step reads
+        # ("... is in list of internal_captures but not in internal_capture_to_output")
+        return tf.executing_eagerly()
 
-def while_loop(
-    step: Step, states: list[Any], inputs: list[Any], mask: Any | None, keep_all: bool
-) -> tuple[list[Any], list[Any], list[Any] | None]:
-    """``tf.while_loop`` over axis 0, inputs read from and outputs written to ``TensorArray``s.
+    def fold_time(self, x: Any, block: Any) -> Any:
+        return tf.reshape(x, tf.concat([[-1, block], tf.shape(x)[1:]], 0))
 
-    ``inputs``: flat leaves ``(time, batch, ...)`` in processing order (time may be
-    unknown); ``mask``: ``(time, batch)`` bool or None. The loop carries the step
-    counter, the output ``TensorArray``s (only when ``keep_all``), the last output
-    leaves ``(batch, ...)`` and the state leaves. Returns what :meth:`Backend.scan`
-    returns; stacked outputs ``(time, batch, ...)`` have the static time size of
-    ``inputs`` where that is known.
-    """
-    static_time = inputs[0].shape[0]
-    time_steps = static_time if static_time is not None else tf.shape(inputs[0])[0]
+    def unfold_time(self, x: Any) -> Any:
+        return tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0))
 
-    # The output's structure, shape and dtype, from the step function applied once
-    # to the time-zero inputs (as tf-keras does). Nothing at run time depends on
-    # this call, so a graph prunes it: the zeros below are built from static
-    # shapes and the batch size of the inputs, not from its result.
-    spec = step.call(states, [x[0] for x in inputs])[0]
-    first_output = [_zeros_like_output(o, inputs[0]) for o in spec]
+    def false_like(self, x: Any) -> Any:
+        return tf.zeros_like(x, tf.bool) if x.dtype != tf.bool else tf.logical_and(x, False)
 
-    input_tas = [tf.TensorArray(x.dtype, size=time_steps, element_shape=x.shape[1:]).unstack(x) for x in inputs]
-    mask_ta = None
-    if mask is not None:
-        # Read as (batch, 1): the step's reshape of the mask to broadcast against
-        # (batch, units) leaves is then no op in the loop.
-        mask = tf.expand_dims(mask, -1)
-        mask_ta = tf.TensorArray(tf.bool, size=time_steps, element_shape=mask.shape[1:]).unstack(mask)
-    output_tas = [tf.TensorArray(o.dtype, size=time_steps, element_shape=o.shape) for o in spec] if keep_all else []
+    def logical_or(self, x: Any, y: Any) -> Any:
+        return tf.logical_or(x, y)
 
-    # The body is plain TensorFlow already: AutoGraph has nothing to convert.
-    @tf.autograph.experimental.do_not_convert
-    def body(t: Any, tas: list[Any], prev_output: list[Any], states: list[Any]) -> Any:
-        x_t = [ta.read(t) for ta in input_tas]
-        mask_t = mask_ta.read(t) if mask_ta is not None else None
-        new_states, output = step(states, prev_output, x_t, mask_t)
-        # Loop variables keep their shapes: give results the (compatible, checked
-        # on the first call) static shapes of what they replace.
-        new_states = [_with_shape_of(n, s) for n, s in zip(new_states, states)]
-        output = [_with_shape_of(o, p) for o, p in zip(output, prev_output)]
-        tas = [ta.write(t, o) for ta, o in zip(tas, output)]
-        return t + 1, tas, output, new_states
+    def output_zeros(self, output: Any, like_input: Any) -> Any:
+        return _zeros_like_output(output, like_input)
 
-    # XLA needs ``maximum_iterations`` to size the gradient's accumulators; elsewhere
-    # the condition alone bounds the loop (one test per step, as tf-keras).
-    bound = time_steps if _compat.tf_building_for_xla() else None
+    # -- the loop ----------------------------------------------------------
+    def runs_python_loops(self) -> bool:
+        return tf.executing_eagerly()
 
-    @tf.autograph.experimental.do_not_convert
-    def cond(t: Any, *_: Any) -> Any:
-        return t < time_steps if bound is None else tf.constant(True)
+    def scan(self, body: Any, carry: Any, xs: list[Any], unroll: int = 1) -> tuple[Any, list[Any]]:
+        """``tf.while_loop`` over axis 0 of ``xs``, read from and written to ``TensorArray``s.
 
-    _, output_tas, last, states = tf.while_loop(
-        cond,
-        body,
-        (tf.constant(0, tf.int32), output_tas, first_output, list(states)),
-        maximum_iterations=bound,
-        parallel_iterations=32,
-    )
-    if not keep_all:
-        return states, last, None
-    outputs = []
-    for ta, o in zip(output_tas, spec):
-        stacked = ta.stack()
-        stacked.set_shape([static_time, *o.shape])
-        outputs.append(stacked)
-    return states, last, outputs
+        Time may be unknown. Stacked ``ys`` have the static time size of ``xs`` where
+        that is known. The loop carries the step counter, the ``ys`` arrays and ``carry``.
+        """
+        static_time = xs[0].shape[0]
+        time_steps = static_time if static_time is not None else tf.shape(xs[0])[0]
+        input_tas = [tf.TensorArray(x.dtype, size=time_steps, element_shape=x.shape[1:]).unstack(x) for x in xs]
+        # The ys' dtypes and shapes, from the body applied once to the time-zero slices.
+        # Nothing at run time depends on this call, so the graph prunes it.
+        _, ys_spec = body(carry, [x[0] for x in xs])
+        output_tas = [tf.TensorArray(y.dtype, size=time_steps, element_shape=y.shape) for y in ys_spec]
+
+        # The body is plain TensorFlow already: AutoGraph has nothing to convert.
+        @tf.autograph.experimental.do_not_convert
+        def loop_body(t: Any, tas: list[Any], carry: Any) -> Any:
+            new_carry, ys = body(carry, [ta.read(t) for ta in input_tas])
+            # Loop variables keep their shapes: give results the (compatible, checked
+            # on the first call) static shapes of what they replace.
+            new_carry = tf.nest.map_structure(_with_shape_of, new_carry, carry)
+            return t + 1, [ta.write(t, y) for ta, y in zip(tas, ys)], new_carry
+
+        # XLA needs ``maximum_iterations`` to size the gradient's accumulators; elsewhere
+        # the condition alone bounds the loop (one test per step, as tf-keras).
+        bound = time_steps if _compat.tf_building_for_xla() else None
+
+        @tf.autograph.experimental.do_not_convert
+        def cond(t: Any, *_: Any) -> Any:
+            return t < time_steps if bound is None else tf.constant(True)
+
+        _, output_tas, carry = tf.while_loop(
+            cond,
+            loop_body,
+            (tf.constant(0, tf.int32), output_tas, carry),
+            maximum_iterations=bound,
+            parallel_iterations=32,
+        )
+        ys = []
+        for ta, y in zip(output_tas, ys_spec):
+            stacked = ta.stack()
+            stacked.set_shape([static_time, *y.shape])
+            ys.append(stacked)
+        return carry, ys
+
+    def checkpoint(self, function: Any) -> Any:
+        # tf.recompute_grad differentiates by its (floating) arguments and the variables read;
+        # a tensor the step closes over gets no gradient through a recomputed segment
+        def checkpointed(*arguments: Any) -> Any:
+            leaves = tf.nest.flatten(arguments)
+            floating = [i for i, leaf in enumerate(leaves) if leaf.dtype.is_floating or leaf.dtype.is_complex]
+
+            def recomputed(*values: Any) -> Any:
+                given = list(leaves)
+                for i, value in zip(floating, values):
+                    given[i] = value
+                return function(*tf.nest.pack_sequence_as(arguments, given))
+
+            return tf.recompute_grad(recomputed)(*(leaves[i] for i in floating))
+
+        return checkpointed
 
 
 def _same_static_shape(x: Any, shape: Sequence[int]) -> bool:

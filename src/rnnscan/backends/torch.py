@@ -5,32 +5,26 @@ becomes one scan higher-order op whose body is traced once, so that compile time
 does not grow with the number of time steps (measured on the masked SimpleRNN of
 ``benchmarks/simple_rnn.py`` at T=200: about 12 s to compile forward and backward,
 against about 470 s for an unrolled trace). Either way the masked update is the
-core's :class:`rnnscan._step.Step`.
+loop of :mod:`rnnscan._loop`.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optree
 import torch
+import torch.utils.checkpoint
 from torch.overrides import is_tensor_like
 
 from . import _compat
-from ._base import Backend, python_loop
-
-if TYPE_CHECKING:
-    from .._step import Step
-
-Result = tuple[list[Any], list[Any], "list[Any] | None"]
+from ._base import Backend
 
 
 class TorchBackend(Backend):
     name = "torch"
-
-    #: the loop traced by ``torch.compile``: "scan" (the scan higher-order op) or "unroll"
-    compiled_loop: str = "scan"
 
     def owns(self, x: Any) -> bool:
         # tensors and their subclasses (nn.Parameter), and what torch's own dispatch
@@ -98,14 +92,39 @@ class TorchBackend(Backend):
             return None
         return mask.all(dim=1).tolist()
 
-    def cumulative_any(self, mask: Any) -> Any:
-        return mask.cumsum(0) > 0
+    def concat_time(self, xs: list[Any]) -> Any:
+        return torch.cat(xs)
 
-    def scan(self, step: Step, states: list[Any], inputs: list[Any], mask: Any | None, keep_all: bool) -> Result:
-        """``inputs`` ``(time, batch, ...)``, ``mask`` ``(time, batch)`` bool or None; see :meth:`Backend.scan`."""
-        if self.compiled_loop == "scan" and torch.compiler.is_compiling():
-            return _scan_op_loop(step, states, inputs, mask, keep_all)
-        return python_loop(self, step, states, inputs, mask, keep_all)
+    def false_like(self, x: Any) -> Any:
+        return torch.zeros(x.shape, dtype=torch.bool, device=x.device)
+
+    # -- the loop ----------------------------------------------------------
+    def runs_python_loops(self) -> bool:
+        return not torch.compiler.is_compiling()
+
+    def scan(self, body: Any, carry: Any, xs: list[Any], unroll: int = 1) -> tuple[Any, list[Any]]:
+        """Under ``torch.compile``: the scan higher-order op, its body traced once."""
+        _prepare_compilation()
+
+        def copied_body(carry: Any, xs_t: list[Any]) -> Any:
+            carry, ys = body(carry, list(xs_t))
+            return _copies(carry), _copies(ys)
+
+        # The op slices its xs along time; contiguous ones keep each step's slice dense.
+        return _scan(copied_body, _copies(carry), [x.contiguous() for x in xs])
+
+    def random_state_kept(self) -> Any:
+        if torch.compiler.is_compiling():
+            return contextlib.nullcontext()
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        return torch.random.fork_rng(devices=devices)
+
+    def checkpoint(self, function: Any) -> Any:
+        def checkpointed(*arguments: Any) -> Any:
+            # non-reentrant; the RNG state is restored for the recomputation (dropout draws the same)
+            return torch.utils.checkpoint.checkpoint(function, *arguments, use_reentrant=False)
+
+        return checkpointed
 
 
 def _readable(x: Any) -> bool:
@@ -152,59 +171,12 @@ def _prepare_compilation() -> bool:
     return True
 
 
-def _copies(leaves: list[Any]) -> list[Any]:
+def _copies(tree: Any) -> Any:
     """A copy of every leaf. The scan op refuses a body whose results alias each other
     or its arguments; and in torch 2.13 inductor refuses a carry that autograd also
     saves for the backward (``tanh``'s output, say) unless the carry is a copy too
     (pytorch/pytorch#195977)."""
-    return [leaf.clone() for leaf in leaves]
-
-
-def _scan_op_loop(step: Step, states: list[Any], inputs: list[Any], mask: Any | None, keep_all: bool) -> Result:
-    """Under ``torch.compile``: the loop as one scan higher-order op over every time step.
-
-    The first step is also traced on its own, for the output's structure, shapes
-    and dtypes the op's carry needs (its result is unused, so the compiler drops
-    it). A step whose outputs are its states carries the states alone (see
-    :meth:`Step.outputs_from_states`).
-    """
-    _prepare_compilation()
-    # The op slices its xs along time; contiguous ones keep each step's slice dense.
-    xs = [x.contiguous() for x in inputs] + ([] if mask is None else [mask.contiguous()])
-    n_inputs = len(inputs)
-
-    def split(xs_t: list[Any]) -> tuple[list[Any], Any]:
-        return xs_t[:n_inputs], (xs_t[n_inputs] if mask is not None else None)
-
-    output, new_states = step.call(states, [x[0] for x in inputs])
-    aliases = step.output_aliases(output, new_states)
-    if aliases is not None and keep_all:  # (without ys, inductor in torch 2.13 fails on this carry)
-
-        def states_body(states: list[Any], xs_t: list[Any]) -> Any:
-            x_t, mask_t = split(xs_t)
-            output, new_states = step.call(states, x_t)
-            if step.output_aliases(output, new_states) != aliases:
-                raise ValueError(
-                    "rnnscan.rnn: under torch.compile, `step_function` must return its states as its outputs "
-                    "at every step when it does at the first."
-                )
-            states = new_states if mask_t is None else step.mask_states(states, new_states, mask_t)
-            return _copies(states), _copies([states[i] for i in aliases])
-
-        states, ys = _scan(states_body, _copies(states), xs)
-        last, outputs = step.outputs_from_states(states, ys, aliases, mask)
-        return states, last, outputs
-
-    def body(carry: Any, xs_t: list[Any]) -> Any:
-        states, prev_output = carry
-        x_t, mask_t = split(xs_t)
-        states, output = step(states, prev_output, x_t, mask_t)
-        return (_copies(states), _copies(output)), (_copies(output) if keep_all else [])
-
-    # zeros: the previous output before the first step
-    initial = (_copies(states), [torch.zeros_like(o) for o in output])
-    (states, output), outputs = _scan(body, initial, xs)
-    return states, output, outputs if keep_all else None
+    return optree.tree_map(torch.clone, tree)
 
 
 BACKEND = TorchBackend()
