@@ -12,15 +12,17 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from rnnscan.__main__ import main as cli
 from rnnscan.bench import QUICK_TIME, Settings, main
-from rnnscan.bench.harness import Row
-from rnnscan.bench.peers import BACKEND_MODES, BACKENDS, KERAS3, implementations
+from rnnscan.bench.harness import Row, run_all
+from rnnscan.bench.peers import BACKEND_MODES, BACKENDS, KERAS3, Impl, implementations
 from rnnscan.bench.plots import plot_ratios, plot_times
 from rnnscan.bench.report import cell, derive, duration, notes, print_report, rows_of, us
 from rnnscan.bench.timing import UNSTEADY, measure
@@ -172,6 +174,30 @@ def test_an_unsteady_figure_is_measured_again_and_flagged() -> None:
     assert not second.steady and second.median_s > UNSTEADY * second.min_s
     ((alone, _),) = measure([steady], repeats=4, min_sample_s=0.0, max_total_s=1e9, clock=clock)  # type: ignore[misc]
     assert alone.samples == 4 and alone.steady and alone.warmup_s == 1.0
+
+
+@pytest.mark.parametrize("spell", [5, 10**9], ids=["passing spell", "lasting"])
+def test_a_call_slower_than_one_over_more_steps_is_measured_again(spell: int) -> None:
+    """The anomaly of issue 14 (W1 at T=10 slower per call than at T=100): measured again, flagged if it stays."""
+    calls = {4: 0, 40: 0}
+
+    def build(data: Any, mode: str) -> Any:
+        steps = data.x.shape[1]
+
+        def run() -> np.ndarray:
+            calls[steps] += 1
+            time.sleep(0.2 if steps == 4 and calls[steps] <= spell else 0.001 if steps == 4 else 0.02)
+            return np.zeros((2, steps, 8), np.float32)
+
+        return run
+
+    impl = Impl("numpy", "spell", build)
+    rows = [Row("numpy", "spell", "W1", t, 2, 8, "forward") for t in (4, 40)]
+    run_all(rows, lambda _: impl, Settings(repeats=3, min_sample_s=0.0, max_total_s=100.0), lambda _: None)
+    assert calls == {4: 10, 40: 5}  # warm-up, sizing call, 3 samples; T=4 twice
+    first, second = rows
+    assert second.steady and first.steady == (spell == 5)
+    assert (first.median_s < second.median_s) == (spell == 5)  # type: ignore[operator]
 
 
 def test_cells_flag_what_needs_a_second_look() -> None:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .peers import BACKEND_MODES, BACKENDS, EXTRAS, FORWARD, Impl
-from .timing import measure
+from .timing import UNSTEADY, measure
 from .workloads import WORKLOADS, make_data
 
 PREFIX = "RESULT "  # a Keras 3 worker's result lines on stdout
@@ -139,15 +139,41 @@ def execute(rows: list[Row], settings: Settings, impls: list[Impl], progress: Ca
     done: list[Row] = []
     for backend in settings.backends:
         local = [r for r in rows if r.backend == backend and not by_name[backend, r.impl].in_keras_worker]
-        for group in groups(local):
-            done += run_problem(group, [by_name[backend, r.impl] for r in group], settings)
-            for row in group:
-                progress(row)
+        done += run_all(local, lambda r: by_name[r.backend, r.impl], settings, progress)
         in_worker = [r for r in rows if r.backend == backend and by_name[backend, r.impl].in_keras_worker]
-        for row in keras_worker(backend, in_worker, settings) if in_worker else ():
-            done.append(row)
-            progress(row)
+        done += keras_worker(backend, in_worker, settings, progress) if in_worker else []
     return done
+
+
+def run_all(
+    rows: list[Row], impl: Callable[[Row], Impl], settings: Settings, progress: Callable[[Row], None]
+) -> list[Row]:
+    """Time the rows problem by problem; then each problem with a suspect figure (:func:`suspects`) once more;
+    what is still suspect is marked unsteady."""
+    for group in groups(rows):
+        for row in run_problem(group, [impl(r) for r in group], settings):
+            progress(row)
+    again = {r.problem for r in suspects(rows)}
+    for group in groups(rows):
+        if group[0].problem in again:
+            run_problem(group, [impl(r) for r in group], settings)
+    for row in suspects(rows):
+        row.steady = False
+    return rows
+
+
+def suspects(rows: list[Row]) -> list[Row]:
+    """The figures whose call took over UNSTEADY times the same implementation's call over more steps: that is
+    a busy spell of the machine (a call over fewer steps cannot cost more), not the loop's cost."""
+    lines: dict[tuple[Any, ...], list[Row]] = {}
+    for r in rows:
+        if r.status == "ok":
+            lines.setdefault((r.backend, r.impl, r.workload, r.B, r.U, r.mode), []).append(r)
+    found = []
+    for line in lines.values():
+        line.sort(key=lambda r: r.T)
+        found += [r for i, r in enumerate(line) if any(r.median_s > UNSTEADY * s.median_s for s in line[i + 1 :])]  # type: ignore[operator]
+    return found
 
 
 def groups(rows: list[Row]) -> list[list[Row]]:
@@ -189,9 +215,9 @@ def _raiser(error: BaseException) -> Callable[[], Any]:
     return run
 
 
-def keras_worker(backend: str, rows: list[Row], settings: Settings) -> Iterator[Row]:
-    """Keras 3's rows of one backend, made in ``python -m rnnscan.bench.keras3_worker``; a row it does not
-    report comes back as an error, with the worker's last words."""
+def keras_worker(backend: str, rows: list[Row], settings: Settings, progress: Callable[[Row], None]) -> list[Row]:
+    """Keras 3's rows of one backend, made in ``python -m rnnscan.bench.keras3_worker`` (a row reported twice:
+    the second, final, version counts); a row it does not report comes back as an error, with its last words."""
     package_root = str(Path(__file__).resolve().parents[2])
     env = {
         **os.environ,
@@ -199,6 +225,7 @@ def keras_worker(backend: str, rows: list[Row], settings: Settings) -> Iterator[
         "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p),
     }
     job = {"backend": backend, "settings": settings.as_dict(), "rows": [r.to_json() for r in rows]}
+    reported: dict[tuple[Any, ...], Row] = {}
     with tempfile.TemporaryFile(mode="w+") as stderr:
         command = [sys.executable, "-m", "rnnscan.bench.keras3_worker"]
         with subprocess.Popen(
@@ -207,14 +234,12 @@ def keras_worker(backend: str, rows: list[Row], settings: Settings) -> Iterator[
             assert process.stdin is not None and process.stdout is not None
             process.stdin.write(json.dumps(job))
             process.stdin.close()
-            reported = set()
             for line in process.stdout:
                 if line.startswith(PREFIX):
                     row = Row.from_json(json.loads(line[len(PREFIX) :]))
-                    reported.add((row.problem, row.impl))
-                    yield row
+                    if (row.problem, row.impl) not in reported:
+                        progress(row)
+                    reported[row.problem, row.impl] = row
         stderr.seek(0)
         why = f"the Keras 3 worker exited with status {process.returncode}: {stderr.read().strip()[-500:]}"
-    for row in rows:
-        if (row.problem, row.impl) not in reported:
-            yield dataclasses.replace(row, status="error", error=why)
+    return [reported.get((r.problem, r.impl)) or dataclasses.replace(r, status="error", error=why) for r in rows]

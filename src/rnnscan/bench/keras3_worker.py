@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from .harness import PREFIX, Row, Settings, groups, run_problem
+from .harness import PREFIX, Row, Settings, run_all
 from .peers import KERAS3, implementations
 from .threads import limit_threads
 
@@ -35,10 +35,11 @@ def main() -> int:
             row.status, row.error = "error", f"{type(error).__name__}: {error}"
             emit(row)
         return 1
-    for group in groups(rows):
-        for row in run_problem(group, [impl] * len(group), settings):
-            row.note = f"Keras {keras.__version__}, {impl.note}"
-            emit(row)
+    note = f"Keras {keras.__version__}, {impl.note}"
+    for row in rows:
+        row.note = note
+    for row in run_all(rows, lambda _: impl, settings, emit):  # each row as it is made, then its final version
+        emit(row)
     return 0
 
 

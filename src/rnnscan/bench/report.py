@@ -21,6 +21,7 @@ from typing import Any
 
 from .harness import Row, Settings, groups
 from .peers import BACKENDS, KERAS3, MODES
+from .timing import UNSTEADY
 from .workloads import INPUT_DIM, WORKLOADS
 
 AGREE_RTOL = 1e-3  # float32 sums over up to 256 x 1000 x 256 values
@@ -201,8 +202,9 @@ def notes(rows: list[Row], not_run: dict[str, str]) -> list[str]:
     unsteady = [r for r in rows if r.status == "ok" and not r.steady]
     if unsteady:
         lines.append(
-            f"~ ({len(unsteady)} figures): the median stayed above 1.5x the fastest sample after a second set of "
-            "samples: the machine was busy (multi-threaded kernels stall when a core is taken); --threads 1 helps"
+            f"~ ({len(unsteady)} figures): measured twice, and still the median was over {UNSTEADY:g}x the fastest "
+            f"sample, or a call took over {UNSTEADY:g}x a call of the same implementation over more steps: the "
+            "machine was busy (multi-threaded kernels stall when another process takes a core); --threads 1 helps"
         )
     differs = sorted({f"{r.backend} {r.impl} {r.workload}" for r in rows if r.agrees is False})
     if differs:
