@@ -45,9 +45,8 @@ def plot_ratios(rows: list[Row], path: Path, size: tuple[int, int, int]) -> list
         ax.set_xscale("log")
         span = max([1.5, *(max(x, 1 / x) * 1.15 for line in ax.get_lines()[:-1] for x in line.get_xdata())])
         ax.set_xlim(1 / span, span)  # 1 in the middle: faster to the left, slower to the right
-        ax.set_xticks(
-            [t for t in RATIO_TICKS if 1 / span <= t <= span], [f"{t:g}x" for t in RATIO_TICKS if 1 / span <= t <= span]
-        )
+        ticks = [t for t in RATIO_TICKS if 1 / span <= t <= span and (span < 3 or t not in (0.8, 1.25))]
+        ax.set_xticks(ticks, [f"{t:g}x" for t in ticks])
         ax.xaxis.set_minor_formatter("")
         ax.tick_params(labelsize=8)
         ax.set_yticks(range(len(problems)), [f"{g[0].workload} {_pass(g[0])}" for g in problems], fontsize=8)
@@ -80,9 +79,8 @@ def plot_times(rows: list[Row], path: Path, batch: int, units: int) -> list[str]
                 times = [r.T for r in line], [(r.per_step_s or 0) * 1e6 for r in line]
                 ax.plot(*times, style + "o", color=COLORS.get(name, "gray"), ms=3)
         ax.set(xscale="log", yscale="log")
-        _plain_ticks(ax.xaxis)
-        _plain_ticks(ax.yaxis)
-        ax.grid(True, which="both", alpha=0.3)
+        _log_ticks(ax, sorted({r.T for r in mine}))
+        ax.grid(True, alpha=0.3)
         ax.set_title(f"{backend}, {workload}: {WORKLOADS[workload].title}", fontsize=8)
         ax.set_xlabel("T (time steps)", fontsize=8)
         ax.set_ylabel("µs per step", fontsize=8)
@@ -106,17 +104,21 @@ def _pyplot() -> Any:
     return plt
 
 
-def _plain_ticks(axis: Any, suffix: str = "") -> None:
-    """Labels at 1, 2 and 5 times the powers of ten, written ``20``, ``0.5x``: not ``2 × 10¹``."""
-    from matplotlib.ticker import FuncFormatter
+def _log_ticks(ax: Any, steps: list[int]) -> None:
+    """Plain tick labels on log axes (``200``, not ``2 × 10²``): the T values on x; on y, nice numbers, as many
+    per decade as the axis is short."""
+    from matplotlib.ticker import NullLocator
 
-    def label(v: float, _: Any) -> str:
-        m = v / 10 ** math.floor(math.log10(v)) if v > 0 else 0.0
-        return f"{v:.3g}{suffix}" if min(abs(m - k) for k in (1, 2, 5, 10)) < 1e-6 else ""
-
-    axis.set_major_formatter(FuncFormatter(label))
-    axis.set_minor_formatter(FuncFormatter(label))
-    axis.set_tick_params(which="both", labelsize=7)
+    ax.set_xticks(steps, [str(t) for t in steps])
+    low, high = ax.get_ylim()
+    decades = math.log10(high / low)
+    subs = (1,) if decades > 2 else (1, 2, 5) if decades > 0.7 else (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8)
+    ticks = [m * 10**k for k in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1) for m in subs]
+    ticks = [t for t in ticks if low <= t <= high]
+    ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_minor_locator(NullLocator())
+    ax.tick_params(labelsize=7)
 
 
 def _legend(names: list[str], markers: bool) -> list[Any]:
