@@ -222,7 +222,7 @@ def _states_reader(states_spec: _tree.PyTreeSpec, new_states: Any) -> Callable[[
 # -- masks ----------------------------------------------------------------------------
 
 
-def shape_masks(backend: Backend, mask: Any, ranks: Sequence[int]) -> dict[int, Any]:
+def shape_masks(mask: Any, ranks: Sequence[int]) -> dict[int, Any]:
     """The ``(time, batch)`` mask shaped ``(time, batch, 1, ..., 1)`` once for each leaf rank,
     so that its slice at a step broadcasts against a ``(batch, ...)`` leaf of that rank."""
     return {rank: mask[(..., *(None,) * (rank - 1))] for rank in sorted(set(ranks))}
@@ -359,7 +359,7 @@ def scan_loop(
     n_inputs = len(inputs)
     xs = list(inputs)
     if mask is not None:
-        xs += list(shape_masks(backend, mask, shape.state_ranks + shape.output_ranks).values())
+        xs += list(shape_masks(mask, shape.state_ranks + shape.output_ranks).values())
     flags = dict(n_inputs=n_inputs, zero_output_for_mask=zero_output_for_mask, keep_all=keep_all)
     make_body = states_body if shape.aliases is not None else general_body
 
@@ -470,7 +470,13 @@ def _unrolled(backend: Backend, body: Body, carry: Any, xs_block: list[Any], blo
     return carry, [backend.stack(list(leaf)) for leaf in zip(*collected)]
 
 
-def python_scan(backend: Backend, body: Body, carry: Any, xs: list[Any], unroll: int = 1) -> tuple[Any, list[Any]]:
+def python_scan(
+    backend: Backend,
+    body: Body,
+    carry: Any,
+    xs: list[Any],
+    unroll: int = 1,  # noqa: ARG001 - one step at a time
+) -> tuple[Any, list[Any]]:
     """The plain Python scan primitive: ``body`` at every step, ``ys`` stacked along time."""
     collected = []
     for xs_t in time_slices(backend, xs):
@@ -509,7 +515,7 @@ def python_loop(
                 collected.append(output)
         return states, output, _stack(backend, collected) if keep_all else None
 
-    masks = shape_masks(backend, mask, shape.state_ranks + shape.output_ranks)
+    masks = shape_masks(mask, shape.state_ranks + shape.output_ranks)
     ranks = list(masks)
     state_ranks = [ranks.index(r) for r in shape.state_ranks]
     output_ranks = [ranks.index(r) for r in shape.output_ranks]

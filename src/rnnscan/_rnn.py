@@ -77,10 +77,9 @@ def rnn(
     )
     unroll, remat = v.as_unroll(unroll), v.as_remat(remat)
     input_leaves, inputs_spec = _tree.flatten(inputs)
-    is_array = _is_array
-    state_seq = v.as_state_sequence(initial_states, is_array)
+    state_seq = v.as_state_sequence(initial_states, _is_array)
     state_leaves, states_spec = _tree.flatten(state_seq)
-    constants = v.as_constants(constants, is_array)
+    constants = v.as_constants(constants, _is_array)
 
     backend = backend_for([*input_leaves, *state_leaves])
     if backend is None:
@@ -92,19 +91,20 @@ def rnn(
     v.check_same_framework(backend, "inputs", input_leaves, arrays_only=True)
     v.check_same_framework(backend, "initial_states", state_leaves, arrays_only=True)
     v.check_same_framework(backend, "constants", _tree.leaves(constants), arrays_only=False)
-    like = next((x for x in input_leaves if backend.owns(x)), None)
-    input_leaves = [backend.asarray(x, like) for x in input_leaves]
-    state_leaves = [backend.asarray(s, like) for s in state_leaves]
+    device = backend.device_of(next((x for x in input_leaves if backend.owns(x)), None))
+    input_leaves = [backend.asarray(x, device=device) for x in input_leaves]
+    state_leaves = [backend.asarray(s, device=device) for s in state_leaves]
     constant_leaves, constants_spec = _tree.flatten(constants)
-    constants = _tree.unflatten(constants_spec, [_as_constant(backend, c, like) for c in constant_leaves])
+    constants = _tree.unflatten(constants_spec, [_as_constant(backend, c, device) for c in constant_leaves])
 
     time_steps, batch = v.check_inputs(backend, input_leaves, time_major)
     v.check_states(backend, state_leaves, batch)
     if mask is not None:
-        mask = v.check_mask(backend, mask, time_steps, batch, time_major, bool(state_leaves), like)
+        mask = v.as_mask(backend, mask, has_states=bool(state_leaves), device=device)
+        v.check_mask(backend, mask, time_steps=time_steps, batch=batch, time_major=time_major)
         lengths = None
     else:
-        lengths = v.check_input_length(backend, input_length, batch, time_steps, like)
+        lengths = v.as_lengths(backend, input_length, batch=batch, time_steps=time_steps, device=device)
     v.check_static_time(unroll, time_steps)
     v.check_remat_time(backend, remat, time_steps)
 
@@ -150,9 +150,9 @@ def _is_array(x: Any) -> bool:
     return framework_of(x) is not None
 
 
-def _as_constant(backend: Backend, x: Any, like: Any) -> Any:
+def _as_constant(backend: Backend, x: Any, device: Any) -> Any:
     """A constant leaf as the backend's array, as states are; Python scalars stay as they are."""
-    return backend.asarray(x, like) if isinstance(x, (np.ndarray, np.generic)) or backend.owns(x) else x
+    return backend.asarray(x, device=device) if isinstance(x, (np.ndarray, np.generic)) or backend.owns(x) else x
 
 
 def _mask_in_processing_order(backend: Backend, mask: Any, time_major: bool, go_backwards: bool) -> Any:

@@ -144,16 +144,17 @@ def check_states(backend: Backend, leaves: Sequence[Any], batch: Any) -> None:
             )
 
 
-def check_mask(
-    backend: Backend, mask: Any, time_steps: Any, batch: Any, time_major: bool, has_states: bool, like: Any = None
-) -> Any:
-    """The mask as a ``(batch, time)`` (or ``(time, batch)``) array of the backend (on the device of
-    ``like``), bool or numeric."""
+def as_mask(backend: Backend, mask: Any, *, has_states: bool, device: Any) -> Any:
+    """The mask as an array of the backend (on ``device`` where that matters), unchecked."""
     if not has_states:
         raise _error(ValueError, "initial_states", "at least one state when `mask` is given", "no states")
     if not backend.accepts(mask) or isinstance(mask, (bool, int, float)):
         check_same_framework(backend, "mask", [mask], arrays_only=True)
-    mask = backend.asarray(mask, like)
+    return backend.asarray(mask, device=device)
+
+
+def check_mask(backend: Backend, mask: Any, *, time_steps: Any, batch: Any, time_major: bool) -> None:
+    """A ``(batch, time)`` or ``(batch, time, 1)`` (time-major: time first) bool or numeric array."""
     layout = "(time, batch)" if time_major else "(batch, time)"
     expected = f"of shape {layout} or {layout[:-1]}, 1)"
     shape = backend.shape(mask)
@@ -165,14 +166,11 @@ def check_mask(
             raise _error(ValueError, "mask", f"{expected} with {layout} = {want}", describe(mask))
     if not (backend.is_bool(mask) or backend.is_numeric(mask)):
         raise _error(TypeError, "mask", "bool or numeric", describe(mask))
-    return mask
 
 
-def check_input_length(
-    backend: Backend, input_length: Any, batch: Any, time_steps: Any = None, like: Any = None
-) -> Any:
-    """None or an int: no masking. Else the lengths as a ``(batch,)`` integer array of the backend
-    (on the device of ``like``).
+def as_lengths(backend: Backend, input_length: Any, *, batch: Any, time_steps: Any, device: Any) -> Any:
+    """``input_length`` as the backend's ``(batch,)`` int64 lengths (JAX: its default int), on
+    ``device`` where that matters; None where it masks nothing (None or an int), checked first.
 
     Lengths must lie in ``[0, time_steps]``; this is checked where their values
     are concrete (NumPy, eager PyTorch and TensorFlow, JAX arrays outside a
@@ -188,7 +186,13 @@ def check_input_length(
     check_same_framework(backend, "input_length", [input_length], arrays_only=True)
     if not hasattr(input_length, "shape") or isinstance(input_length, np.generic):
         raise _error(TypeError, "input_length", expected, describe(input_length))
-    lengths = backend.asarray(input_length, like)
+    lengths = backend.asarray(input_length, device=device)
+    check_lengths(backend, lengths, batch=batch, time_steps=time_steps, expected=expected)
+    return backend.as_index(lengths)
+
+
+def check_lengths(backend: Backend, lengths: Any, *, batch: Any, time_steps: Any, expected: str) -> None:
+    """``(batch,)`` integers in ``[0, time_steps]`` (the range where the values are concrete)."""
     shape = backend.shape(lengths)
     if len(shape) != 1 or (batch is not None and shape[0] is not None and shape[0] != batch):
         raise _error(ValueError, "input_length", expected, describe(lengths))
@@ -197,7 +201,6 @@ def check_input_length(
     values = backend.host_values(lengths)
     if values is not None:
         _check_length_range(values, time_steps, describe(lengths))
-    return backend.as_index(lengths)
 
 
 def _check_length_range(values: np.ndarray, time_steps: Any, given: str) -> None:

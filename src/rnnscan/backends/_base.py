@@ -33,9 +33,13 @@ class Backend:
         """True if ``x`` may be mixed into a call on this backend (converted by ``asarray``)."""
         return self.owns(x) or isinstance(x, (np.ndarray, np.generic, bool, int, float))
 
-    def asarray(self, x: Any, like: Any = None) -> Any:
-        """``x`` as an array of this framework (on the device of ``like``, where that matters)."""
+    def asarray(self, x: Any, *, device: Any = None) -> Any:
+        """``x`` as an array of this framework (on ``device``, where the framework has devices)."""
         raise NotImplementedError
+
+    def device_of(self, x: Any) -> Any:
+        """The device of the array ``x`` (None: ``x`` is None, or the framework places arrays itself)."""
+        return None
 
     def registered_node(self, x: Any) -> tuple[Any, Any] | None:
         """``(flatten, unflatten)`` for optree where ``type(x)`` is a node of this framework's

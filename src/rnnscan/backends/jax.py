@@ -24,7 +24,7 @@ class JaxBackend(Backend):
         # jax.Array covers tracers; __jax_array__ is JAX's conversion protocol (keras.Variable)
         return isinstance(x, jax.Array) or hasattr(type(x), "__jax_array__")
 
-    def asarray(self, x: Any, like: Any = None) -> Any:
+    def asarray(self, x: Any, *, device: Any = None) -> Any:
         return jnp.asarray(x)
 
     def registered_node(self, x: Any) -> tuple[Any, Any] | None:

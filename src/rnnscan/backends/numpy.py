@@ -16,7 +16,7 @@ class NumpyBackend(Backend):
     def owns(self, x: Any) -> bool:
         return isinstance(x, np.ndarray)
 
-    def asarray(self, x: Any, like: Any = None) -> Any:
+    def asarray(self, x: Any, *, device: Any = None) -> Any:
         return np.asarray(x)
 
     def is_bool(self, x: Any) -> bool:

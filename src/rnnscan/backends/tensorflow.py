@@ -27,7 +27,7 @@ class TensorflowBackend(Backend):
         # converts through TensorFlow's own protocol, __tf_tensor__ (keras.Variable)
         return isinstance(x, (tf.Tensor, tf.Variable)) or hasattr(type(x), "__tf_tensor__")
 
-    def asarray(self, x: Any, like: Any = None) -> Any:
+    def asarray(self, x: Any, *, device: Any = None) -> Any:
         return tf.convert_to_tensor(x)
 
     def shape(self, x: Any) -> tuple:

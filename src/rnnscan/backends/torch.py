@@ -31,11 +31,14 @@ class TorchBackend(Backend):
         # treats as tensors: objects with __torch_function__ (keras.Variable)
         return isinstance(x, torch.Tensor) or is_tensor_like(x)
 
-    def asarray(self, x: Any, like: Any = None) -> Any:
+    def device_of(self, x: Any) -> Any:
+        return None if x is None else x.device
+
+    def asarray(self, x: Any, *, device: Any = None) -> Any:
         if not isinstance(x, torch.Tensor) and is_tensor_like(x):
             # through the object's own __torch_function__: a view autograd reaches it by
             return torch.reshape(x, tuple(x.shape))
-        return torch.as_tensor(x, device=None if like is None else like.device)
+        return torch.as_tensor(x, device=device)
 
     def registered_node(self, x: Any) -> tuple[Any, Any] | None:
         return _compat.torch_registered_node(x)
