@@ -119,13 +119,16 @@ def check_data_parallel(name: str) -> dict:
     forward = jax.jit(lambda *a: loss(*a)[0])
 
     sharded_args = jax.device_put(args, shardings(mesh, config))
-    (value, aux), grads = grad(*sharded_args)
+    # One compilation each, whose text is read below and whose executable gives the numbers.
+    grad_compiled = grad.lower(*sharded_args).compile()
+    forward_compiled = forward.lower(*sharded_args).compile()
+    (value, aux), grads = grad_compiled(*sharded_args)
     (ref_value, ref_aux), ref_grads = one_device(grad, args)
     assert_close(value, ref_value, "loss")
     for what, a, r in zip(("last_output", "outputs", "h", "c"), aux, ref_aux):
         assert_close(a, r, what)
     assert_trees_close(grads, ref_grads, "gradient")
-    assert_close(forward(*sharded_args), ref_value, "forward loss")
+    assert_close(forward_compiled(*sharded_args), ref_value, "forward loss")
 
     # The outputs stay split over batch: no device holds another's samples.
     batch_dim = 1 if config["time_major"] and config["return_all_outputs"] else 0
@@ -134,8 +137,8 @@ def check_data_parallel(name: str) -> dict:
     assert grads[1].sharding.spec[0] == "data", f"state gradient sharded {grads[1].sharding.spec}"
 
     # The compiled programs: each shard runs its own loop on its own 3 samples.
-    fwd = collectives(forward.lower(*sharded_args).compile().as_text())
-    bwd = collectives(grad.lower(*sharded_args).compile().as_text())
+    fwd = collectives(forward_compiled.as_text())
+    bwd = collectives(grad_compiled.as_text())
     assert len(fwd.whiles) >= 1 and len(bwd.whiles) >= 2, (len(fwd.whiles), len(bwd.whiles))
     for w in fwd.whiles + bwd.whiles:
         dims = {d for s in operand_shapes(w) for d in s}
@@ -237,7 +240,9 @@ def check_shard_map(name: str, lengths_rule: str = "", vma: str = "off") -> dict
     loss = functools.partial(loss_and_outputs, config=config, batch=B)
     ref = jax.jit(jax.value_and_grad(loss, argnums=(0, 4, 5), has_aux=True))
     (ref_value, ref_aux), (ref_params, ref_h0, ref_c0) = one_device(ref, args)
-    value, g_params, g_h0, g_c0, outputs = step(*jax.device_put(args, shardings(mesh, config)))
+    placed = jax.device_put(args, shardings(mesh, config))
+    compiled = step.lower(*placed).compile()
+    value, g_params, g_h0, g_c0, outputs = compiled(*placed)
     if lengths_rule == "shards_shorter_than_batch":
         # tf-keras's backward input_length rule reads the longest length of the batch rnn sees:
         # under shard_map that is each shard's own batch, so the outputs differ (docs/scaling.md).
@@ -251,7 +256,7 @@ def check_shard_map(name: str, lengths_rule: str = "", vma: str = "off") -> dict
     assert_close(g_h0, ref_h0, "gradient h0")
     assert_close(g_c0, ref_c0, "gradient c0")
 
-    program = collectives(step.lower(*jax.device_put(args, shardings(mesh, config))).compile().as_text())
+    program = collectives(compiled.as_text())
     assert {i.opcode for i in program.in_loops + program.outside} == {"all-reduce"}, program
     if vma == "implicit":
         assert program.in_loops, "JAX's implicit psum of replicated weights runs in the backward loop"
