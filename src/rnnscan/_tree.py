@@ -23,6 +23,8 @@ from typing import Any
 
 import optree
 
+from .backends import registered_node
+
 PyTreeSpec = optree.PyTreeSpec
 NAMESPACE = "rnnscan"
 
@@ -134,8 +136,6 @@ def _register_new_nodes(tree_leaves: list[Any]) -> bool:
 
 def _node_functions(x: Any) -> tuple[Callable[..., Any], Callable[..., Any]] | None:
     """``(flatten, unflatten)`` for optree where ``type(x)`` is a structure; None for a leaf."""
-    from .backends import registered_node
-
     framework_node = registered_node(x)
     if framework_node is not None:
         return framework_node

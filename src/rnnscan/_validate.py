@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _tree
+from .backends import framework_of
 
 if TYPE_CHECKING:
     from .backends._base import Backend
@@ -90,8 +91,6 @@ def as_constants(constants: Any, is_array: Callable[[Any], bool]) -> tuple[Any, 
 
 def check_same_framework(backend: Backend, argument: str, leaves: Sequence[Any], arrays_only: bool) -> None:
     """Refuse leaves from another framework (NumPy arrays and Python scalars are accepted)."""
-    from .backends import framework_of
-
     for leaf in leaves:
         if backend.accepts(leaf):
             continue
