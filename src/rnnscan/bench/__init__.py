@@ -55,6 +55,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quick", action="store_true", help=f"T in 10,100, B=32, U=64, 5 samples ({QUICK_TIME})")
     p.add_argument("--out", type=Path, default=Path("rnnscan-bench"), help="output folder (default: rnnscan-bench)")
+    p.add_argument("--name", default="bench", help="the output files' stem (default: bench)")
     p.add_argument("--repeats", type=int, help="timed samples per figure (default: 7; --quick: 5)")
     p.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated (default: all installed)")
     p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated (default: W1,W2,W3)")
@@ -134,14 +135,15 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     doc = document(rows, settings, command, not_run, wall)
-    (args.out / "bench.json").write_text(json.dumps(doc, indent=1))
-    (args.out / "bench.md").write_text(markdown(rows, doc, settings))
-    plotted = plot_ratios(rows, args.out / "bench.png", settings.center) is not None
-    plotted = plot_times(rows, args.out / "bench_T.png", *settings.center[1:]) is not None and plotted
+    path = {ext: args.out / f"{args.name}{ext}" for ext in (".json", ".md", ".png", "_T.png")}
+    path[".json"].write_text(json.dumps(doc, indent=1))
+    path[".md"].write_text(markdown(rows, doc, settings))
+    plotted = plot_ratios(rows, path[".png"], settings.center) is not None
+    plotted = plot_times(rows, path["_T.png"], *settings.center[1:]) is not None and plotted
     print_report(rows, settings, not_run)
     timed = sum(r.status != "missing" for r in rows)
-    files = ["bench.json", "bench.md", *(["bench.png", "bench_T.png"] if plotted else [])]
-    print(f"{timed} figures timed in {wall:.0f} s; wrote {', '.join(str(args.out / f) for f in files)}", end="")
+    files = [path[".json"], path[".md"], *([path[".png"], path["_T.png"]] if plotted else [])]
+    print(f"{timed} figures timed in {wall:.0f} s; wrote {', '.join(map(str, files))}", end="")
     print("" if plotted else " (no plots: matplotlib is not installed)")
     return 0
 

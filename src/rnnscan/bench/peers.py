@@ -1,13 +1,10 @@
 """The implementations timed: rnnscan on each backend, and the peers a user would otherwise use.
 
-A per-framework *harness* wraps an ``rnn``-like callable ``rnn_call(step, x,
-states, mask) -> outputs`` (rnnscan's, a loop written by hand, tf-keras's or
-Keras 3's) into the two passes, made the same way for all of them so that only
-the loop differs: ``forward`` (all outputs ``(B, T, U)``) and
-``forward+backward`` (the gradients of ``sum(outputs**2 * mask)`` with respect to
-the weights, in the order of ``Data.params``). ``torch.nn.RNN``/``LSTM`` (fused
-kernels, no step function) have their own builder. A built runner runs one pass
-and waits for its result. Frameworks are imported inside the functions.
+A per-framework *harness* turns an ``rnn_call(step, x, states, mask) -> outputs``
+(rnnscan's, a loop by hand, tf-keras's, Keras 3's) into the two passes, the same
+for all, so that only the loop differs: ``forward`` (outputs ``(B, T, U)``) and
+``forward+backward`` (gradients of ``sum(outputs**2 * mask)`` with respect to the
+weights, in ``Data.params`` order). A built runner runs one pass and waits for it.
 """
 
 from __future__ import annotations
@@ -164,7 +161,7 @@ def tensorflow_by_hand(step: Callable[..., Any], x: Any, states: Any, mask: Any)
 def numpy_harness(rnn_call: RnnCall) -> Build:
     """Forward only (NumPy has no autodiff)."""
 
-    def build(data: Data, mode: str) -> Runner:
+    def build(data: Data, _mode: str) -> Runner:
         step = data.workload.make_step(ops("numpy"), data.params)
         return lambda: rnn_call(step, data.x, data.states, data.mask)
 
@@ -297,33 +294,25 @@ def _keras3(backend: str, note: str) -> Impl:
 
 def implementations() -> list[Impl]:
     """Every implementation, rnnscan's first on each backend."""
-    scan = "torch._higher_order_ops.scan under torch.compile"
-    tf, fused = tensorflow_harness, "W1: torch.nn.RNN(nonlinearity='tanh'), W2: torch.nn.LSTM; masked by packing"
+    np_, jx, th, tf, ours = numpy_harness, jax_harness, torch_harness, tensorflow_harness, _rnnscan_call
+    scan = "torch.compile of torch._higher_order_ops.scan"
+    fused = "W1: torch.nn.RNN(nonlinearity='tanh'), W2: torch.nn.LSTM; masked by packing"
     return [
-        Impl("numpy", "rnnscan", numpy_harness(_rnnscan_call), rnnscan=True),
-        Impl("numpy", "loop by hand", numpy_harness(numpy_by_hand)),
+        Impl("numpy", "rnnscan", np_(ours), rnnscan=True),
+        Impl("numpy", "loop by hand", np_(numpy_by_hand)),
         _keras3("numpy", "keras.src.backend.rnn, numpy backend, subprocess"),
-        Impl("jax", "rnnscan", jax_harness(_rnnscan_call), rnnscan=True, note="jax.jit"),
-        Impl("jax", "lax.scan by hand", jax_harness(jax_by_hand), note="jax.jit"),
+        Impl("jax", "rnnscan", jx(ours), rnnscan=True, note="jax.jit"),
+        Impl("jax", "lax.scan by hand", jx(jax_by_hand), note="jax.jit"),
         _keras3("jax", "jax.jit, subprocess"),
-        Impl("torch", "rnnscan", torch_harness(_rnnscan_call), rnnscan=True, note="eager"),
-        Impl("torch", "rnnscan compiled", torch_harness(_rnnscan_call, True), True, quick=False, note="torch.compile"),
-        Impl("torch", "scan by hand compiled", torch_harness(torch_scan_by_hand, True), quick=False, note=scan),
-        Impl("torch", "loop by hand", torch_harness(torch_by_hand), note="eager"),
+        Impl("torch", "rnnscan", th(ours), rnnscan=True, note="eager"),
+        Impl("torch", "rnnscan compiled", th(ours, True), rnnscan=True, quick=False, note="torch.compile"),
+        Impl("torch", "scan by hand compiled", th(torch_scan_by_hand, True), quick=False, note=scan),
+        Impl("torch", "loop by hand", th(torch_by_hand), note="eager"),
         Impl("torch", FUSED, torch_fused_build, workloads=("W1", "W2"), note=fused),
         _keras3("torch", "eager, subprocess"),
-        Impl("tensorflow", "rnnscan", tf(_rnnscan_call), rnnscan=True, note="tf.function"),
-        Impl(
-            "tensorflow",
-            "rnnscan XLA",
-            tf(_rnnscan_call, True),
-            True,
-            quick=False,
-            note="tf.function(jit_compile=True)",
-        ),
+        Impl("tensorflow", "rnnscan", tf(ours), rnnscan=True, note="tf.function"),
+        Impl("tensorflow", "rnnscan XLA", tf(ours, True), rnnscan=True, quick=False, note="tf.function(jit_compile)"),
         Impl("tensorflow", "while_loop by hand", tf(tensorflow_by_hand), note="tf.function"),
-        Impl(
-            "tensorflow", "tf_keras", tf(tf_keras_call), needs=("tf_keras",), note="tf_keras.backend.rnn, tf.function"
-        ),
+        Impl("tensorflow", "tf_keras", tf(tf_keras_call), needs=("tf_keras",), note="tf.function"),
         _keras3("tensorflow", "tf.function, subprocess"),
     ]
