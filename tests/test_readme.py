@@ -16,18 +16,18 @@ from frameworks import framework
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-EXAMPLES = {
-    b.split()[1].rstrip(","): b for b in re.findall(r"```python\n(.*?)```", README, flags=re.S) if "import" in b
-}
 PRINTS = re.compile(r"print\(.+\)  # (?P<printed>.+)")
 
-# What each example passes to rnn() besides (step, x, [zeros (4, 16)]), by the names it defines.
+# The example of each backend (the block starting `import <framework>`), and what it passes to
+# rnn() besides (step, x, [zeros (4, 16)]), by the names it defines.
 CALLS: dict[str, dict[str, Any]] = {
     "jax": {"mask": "mask"},
     "torch": {"go_backwards": True},
     "tensorflow": {"constants": [np.ones(16, np.float32)]},
     "numpy": {"mask": "mask", "zero_output_for_mask": True},
 }
+BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+EXAMPLES = {name: b for b in BLOCKS for name in CALLS if re.match(rf"import {name}\b", b)}
 
 
 def hand_loop(
@@ -46,7 +46,7 @@ def hand_loop(
     return np.stack(outputs, 1), h
 
 
-@pytest.mark.parametrize("name", list(EXAMPLES))
+@pytest.mark.parametrize("name", list(CALLS))
 def test_example_prints_what_it_says_and_computes_the_loop(name: str) -> None:
     code = EXAMPLES[name]
     namespace: dict[str, Any] = {}
