@@ -223,6 +223,8 @@ def test_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
     text = capsys.readouterr().out
     assert "--quick" in text and "W2 LSTM step (states h, c)" in text and QUICK_TIME in " ".join(text.split())
     assert max(len(line) for line in text.splitlines()) <= 80
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"`--quick` (146 figures) takes {QUICK_TIME}" in " ".join(readme.split())  # one claim, in both
     with pytest.raises(SystemExit) as exit_info:
         cli(["bench", "--keras-lstm", "--help"])  # the Keras layers benchmark's own flags
     assert exit_info.value.code == 0 and "--no-compile" in capsys.readouterr().out

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .._frameworks import ops
 from .harness import Row, Settings, execute, install, plan
 from .peers import BACKENDS, implementations
 from .plots import plot_ratios, plot_times
@@ -25,7 +26,7 @@ from .workloads import WORKLOADS
 __all__ = ["Row", "Settings", "main", "parser"]
 
 QUICK = {"times": (10, 100), "batches": (32,), "units": (64,), "repeats": 5, "min_sample_s": 0.01, "max_total_s": 2.0}
-QUICK_TIME = "about 2 minutes on 2 idle cores"  # measured: see README, Performance
+QUICK_TIME = "about 2 minutes on 2 idle cores, longer on a busy one"  # as the README says (measured there)
 
 DESCRIPTION = """\
 Time rnnscan against the loops you would otherwise use, on this machine, in one
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
     limit_threads(settings.threads, torch="torch" in settings.backends)
     todo, missing = plan(settings, impls)
     for backend in settings.backends:  # their start-up lines before the progress bar, not through it
-        __import__(backend)
+        ops(backend)
     print(f"rnnscan bench: {len(todo)} figures to time on {', '.join(settings.backends)}", file=sys.stderr)
     if not_run:
         print(f"rnnscan bench: not run: {'; '.join(not_run.values())}", file=sys.stderr)
