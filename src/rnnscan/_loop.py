@@ -111,7 +111,8 @@ class LoopCall:
         """``(states, last output, outputs or None, the output's structure)`` of the loop over
         ``inputs`` ``(time, batch, ...)`` and ``mask`` ``(time, batch)`` bool or None."""
         python = self.unroll_fully or backend.runs_python_loops()
-        fast = python and self.plan.segment is None  # the lean loop reuses the first call's result
+        plan = self.plan if backend.remats() else dataclasses.replace(self.plan, segment=None)
+        fast = python and plan.segment is None  # the lean loop reuses the first call's result
         # Elsewhere the loop computes step 0 again: the first call draws no random numbers then.
         with contextlib.nullcontext() if fast else backend.random_state_kept():
             step, shape, output, new_states = first_call(
@@ -138,7 +139,7 @@ class LoopCall:
                 inputs=inputs,
                 mask=mask,
                 first_output=output,
-                plan=self.plan,
+                plan=plan,
                 python=python,
                 **flags,
             )

@@ -23,7 +23,7 @@ from typing import Any
 
 import optree
 
-from .backends import registered_node
+from .backends import framework_of, registered_node
 
 PyTreeSpec = optree.PyTreeSpec
 NAMESPACE = "rnnscan"
@@ -136,6 +136,8 @@ def _register_new_nodes(tree_leaves: list[Any]) -> bool:
 
 def _node_functions(x: Any) -> tuple[Callable[..., Any], Callable[..., Any]] | None:
     """``(flatten, unflatten)`` for optree where ``type(x)`` is a structure; None for a leaf."""
+    if framework_of(x) is not None:  # an array: asked of no registry (torch.compile traces this)
+        return None
     framework_node = registered_node(x)
     if framework_node is not None:
         return framework_node

@@ -125,7 +125,7 @@ def main() -> None:
             first, second = per_replica[k]
             assert_close(first, ref, f"variable {k}")
             assert np.array_equal(first, second), f"the replicas' copies of {k} differ"
-            assert abs(ref - INIT[k]).max() > 1e-2, f"training should move {k}"
+            assert abs(ref - INIT[k]).max() > 1e-5, f"training should move {k} (its gradient reached it)"
             assert len(set(devices[k])) == REPLICAS, devices[k]
         return {"losses": losses, "reference_losses": ref_losses, "devices": devices["w"]}
 

@@ -174,6 +174,10 @@ class Backend:
         """A context in which the framework's global random state ends as it began."""
         return contextlib.nullcontext()
 
+    def remats(self) -> bool:
+        """True where remat can save memory now (there is an autodiff to save it from)."""
+        return True
+
     def checkpoint(self, function: Callable[..., Any]) -> Callable[..., Any]:
         """``function(carry, xs)`` whose backward pass recomputes it from its arguments
         rather than keeping its residuals (remat). Without autodiff: ``function`` itself."""

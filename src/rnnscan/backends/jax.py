@@ -85,7 +85,7 @@ class JaxBackend(Backend):
         return jnp.concatenate(xs)
 
     def false_like(self, x: Any) -> Any:
-        return jnp.zeros(x.shape, bool)
+        return jnp.zeros_like(x, dtype=bool)  # keeps x's shard_map varying axes
 
     def logical_or(self, x: Any, y: Any) -> Any:
         return jnp.logical_or(x, y)
@@ -97,7 +97,7 @@ class JaxBackend(Backend):
         return False
 
     def scan(self, body: Any, carry: Any, xs: list[Any], unroll: int = 1) -> tuple[Any, list[Any]]:
-        return jax.lax.scan(body, carry, xs, unroll=unroll)
+        return jax.lax.scan(body, _as_varying_as_updated(body, carry, xs), xs, unroll=unroll)
 
     def checkpoint(self, function: Any) -> Any:
         return jax.checkpoint(function)
@@ -222,6 +222,28 @@ def _replaying_loop(
         return call(backend, states, inputs, mask)[:3]
 
     return run
+
+
+def _varying(x: Any) -> frozenset:
+    """The shard_map axes ``x`` varies over (empty outside shard_map or with check_vma=False)."""
+    aval = jax.typeof(x) if not hasattr(x, "shape") or isinstance(x, jax.Array) else x
+    manual = getattr(aval, "manual_axis_type", None)
+    return frozenset(getattr(manual, "varying", None) or getattr(aval, "vma", None) or ())
+
+
+def _as_varying_as_updated(body: Any, carry: Any, xs: list[Any]) -> Any:
+    """The initial carry cast to the shard_map axes its updated value varies over: lax.scan
+    needs both to agree, and an initial state made inside the shard (``jnp.zeros``) varies
+    over none. Outside shard_map (or with ``check_vma=False``) nothing varies: no work."""
+    if not any(_varying(x) for x in jax.tree.leaves((carry, xs))):
+        return carry
+    for _ in range(len(jax.tree.leaves(carry)) + 1):  # each pass can only add axes
+        updated, _ = jax.eval_shape(body, carry, [x[0] for x in xs])
+        wanted = jax.tree.map(lambda c, u: _varying(u) - _varying(c), carry, updated)
+        if not any(jax.tree.leaves(jax.tree.map(bool, wanted))):
+            return carry
+        carry = jax.tree.map(lambda c, w: jax.lax.pcast(c, tuple(sorted(w)), to="varying") if w else c, carry, wanted)
+    return carry
 
 
 BACKEND = JaxBackend()

@@ -49,6 +49,9 @@ class NumpyBackend(Backend):
     def false_like(self, x: Any) -> Any:
         return np.zeros(x.shape, bool)
 
+    def remats(self) -> bool:
+        return False  # no autodiff: remat has no effect
+
     def where(self, condition: Any, x: Any, y: Any) -> Any:
         return np.where(condition, x, y)
 

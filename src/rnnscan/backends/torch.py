@@ -109,18 +109,37 @@ class TorchBackend(Backend):
         """Under ``torch.compile``: the scan higher-order op, its body traced once."""
         _prepare_compilation()
 
+        # torch 2.13's scan op miscounts its tangents for a bool carry (the states body's kept
+        # flag): such leaves travel as float 0/1, bools again inside the body and after the op
+        flat, spec = optree.tree_flatten(carry)
+        bools = [leaf.dtype == torch.bool for leaf in flat]
+
+        def as_bool(carry: Any) -> Any:
+            leaves = optree.tree_leaves(carry)
+            return spec.unflatten([leaf > 0 if b else leaf for leaf, b in zip(leaves, bools)])
+
+        def as_float(carry: Any) -> Any:
+            leaves = optree.tree_leaves(carry)
+            return spec.unflatten([leaf.float() if b else leaf for leaf, b in zip(leaves, bools)])
+
         def copied_body(carry: Any, xs_t: list[Any]) -> Any:
-            carry, ys = body(carry, list(xs_t))
-            return _copies(carry), _copies(ys)
+            carry, ys = body(as_bool(carry), list(xs_t))
+            return _copies(as_float(carry)), _copies(ys)
 
         # The op slices its xs along time; contiguous ones keep each step's slice dense.
-        return _scan(copied_body, _copies(carry), [x.contiguous() for x in xs])
+        carry, ys = _scan(copied_body, _copies(as_float(carry)), [x.contiguous() for x in xs])
+        return as_bool(carry), ys
 
     def random_state_kept(self) -> Any:
         if torch.compiler.is_compiling():
             return contextlib.nullcontext()
         devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
         return torch.random.fork_rng(devices=devices)
+
+    def remats(self) -> bool:
+        # Under torch.compile (torch 2.13) Dynamo cannot trace a checkpointed segment around
+        # the scan op's body (optree's methods inside it): the compiled loop keeps its residuals.
+        return not torch.compiler.is_compiling()
 
     def checkpoint(self, function: Any) -> Any:
         def checkpointed(*arguments: Any) -> Any:
