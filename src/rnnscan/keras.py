@@ -128,6 +128,8 @@ _ADAPTERS = {KERAS3_BACKEND: keras3_rnn, TF_KERAS_BACKEND: tf_keras_rnn, TF_KERA
 def _patch(name: str, module: ModuleType) -> None:
     if name in _originals or not hasattr(module, "rnn"):
         return
+    if name == KERAS3_BACKEND and module.backend() == "torch":
+        _torch_backend().compiled_loop = "python"
     _originals[name] = module.rnn
     module.rnn = _ADAPTERS[name]
 
@@ -172,6 +174,15 @@ class _Finder(importlib.abc.MetaPathFinder):
 _finder = _Finder()
 
 
+def _torch_backend() -> Any:
+    """rnnscan's torch backend. Keras's cells run through ``Layer.__call__``, which torch 2.13's
+    scan op cannot trace (``is_not`` on tuples in ``keras.tree``): under ``torch.compile`` the
+    loop is traced step by step, as Keras's own loop is."""
+    from .backends import get_backend
+
+    return get_backend("torch")
+
+
 def enable() -> None:
     """Run Keras 3's and tf-keras's generic recurrent loop through :func:`rnnscan.rnn` (idempotent).
 
@@ -203,6 +214,8 @@ def disable() -> None:
             if module is not None and module.rnn is _ADAPTERS[name]:
                 module.rnn = original
             del _originals[name]
+        if "torch" in sys.modules:
+            _torch_backend().compiled_loop = "scan"
 
 
 def is_enabled() -> bool:

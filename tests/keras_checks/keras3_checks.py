@@ -417,8 +417,9 @@ def lstm_model(cudnn: Any = False) -> Any:
     return keras.Sequential([keras.Input((T, D)), layers.Masking(), layers.LSTM(U, use_cudnn=cudnn), layers.Dense(1)])
 
 
-def fit_check(rng: np.random.Generator) -> None:
-    """``model.fit`` for three steps: the same losses through rnnscan as through Keras's loop."""
+def fit_check(rng: np.random.Generator, jit_compile: Any = "auto") -> None:
+    """``model.fit`` for three steps: the same losses through rnnscan as through Keras's loop
+    (on torch with ``jit_compile=True``: both loops traced by torch.compile)."""
     mask = lengths_mask(rng)
     x = np.concatenate([inputs(rng, (D,), mask) for _ in range(2)])
     y = rng.standard_normal((len(x), 1)).astype("float32")
@@ -428,7 +429,7 @@ def fit_check(rng: np.random.Generator) -> None:
     def go() -> list[float]:
         model = lstm_model()
         model.set_weights(start)
-        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", jit_compile=jit_compile)
         history = model.fit(x, y, batch_size=len(x), epochs=3, shuffle=False, verbose=0)
         return history.history["loss"]
 
@@ -512,6 +513,8 @@ def main() -> int:
     ]
     if BACKEND != "numpy":  # Keras's NumPy backend has no fit ("fit not implemented for NumPy backend")
         checks.append(("model.fit", lambda: fit_check(rng)))
+    if BACKEND == "torch":
+        checks.append(("model.fit, jit_compile=True (torch.compile)", lambda: fit_check(rng, jit_compile=True)))
     results = []
     for label, check in checks:
         rk.disable()

@@ -26,6 +26,11 @@ from ._base import Backend
 class TorchBackend(Backend):
     name = "torch"
 
+    #: the loop under ``torch.compile``: "scan", the scan op (its body traced once), or "python",
+    #: the Python loop traced step by step (for a step the scan op cannot capture: Keras's
+    #: ``Layer.__call__``; set by ``rnnscan.keras`` on the torch backend)
+    compiled_loop: str = "scan"
+
     def owns(self, x: Any) -> bool:
         # tensors and their subclasses (nn.Parameter), and what torch's own dispatch
         # treats as tensors: objects with __torch_function__ (keras.Variable)
@@ -103,7 +108,7 @@ class TorchBackend(Backend):
 
     # -- the loop ----------------------------------------------------------
     def runs_python_loops(self) -> bool:
-        return not torch.compiler.is_compiling()
+        return self.compiled_loop == "python" or not torch.compiler.is_compiling()
 
     def scan(self, body: Any, carry: Any, xs: list[Any], unroll: int = 1) -> tuple[Any, list[Any]]:
         """Under ``torch.compile``: the scan higher-order op, its body traced once."""
