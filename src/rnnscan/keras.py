@@ -81,33 +81,8 @@ def keras3_rnn(
         )
 
 
-def tf_keras_rnn(
-    step_function: Callable[[Any, tuple[Any, ...]], tuple[Any, Sequence[Any]]],
-    inputs: Any,
-    initial_states: Any,
-    go_backwards: bool = False,
-    mask: Any = None,
-    constants: Sequence[Any] | None = None,
-    unroll: bool = False,
-    input_length: Any = None,
-    time_major: bool = False,
-    zero_output_for_mask: bool = False,
-    return_all_outputs: bool = True,
-) -> tuple[Any, Any, Any]:
-    """tf-keras's ``backend.rnn``, run by :func:`rnnscan.rnn` (same arguments, same results)."""
-    return _rnn(
-        step_function,
-        inputs,
-        initial_states,
-        go_backwards=go_backwards,
-        mask=mask,
-        constants=constants,
-        unroll=unroll,
-        input_length=input_length,
-        time_major=time_major,
-        zero_output_for_mask=zero_output_for_mask,
-        return_all_outputs=return_all_outputs,
-    )
+#: tf-keras's ``backend.rnn`` has rnnscan's own signature and contract: rnnscan's function itself
+tf_keras_rnn = _rnn
 
 
 def _keras3_scope(unroll: bool) -> contextlib.AbstractContextManager[Any]:
