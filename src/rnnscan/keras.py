@@ -81,8 +81,9 @@ def keras3_rnn(
         )
 
 
-#: tf-keras's ``backend.rnn`` has rnnscan's own signature and contract: rnnscan's function itself
-tf_keras_rnn = _rnn
+def tf_keras_rnn(*args: Any, **kwargs: Any) -> tuple[Any, Any, Any]:
+    """tf-keras's ``backend.rnn``, run by :func:`rnnscan.rnn`: the same signature, passed on as given."""
+    return _rnn(*args, **kwargs)
 
 
 def _keras3_scope(unroll: bool) -> contextlib.AbstractContextManager[Any]:
