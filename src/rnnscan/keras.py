@@ -33,7 +33,7 @@ import importlib.machinery
 import importlib.util
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -51,34 +51,12 @@ _originals: dict[str, Any] = {}  # module name -> the `rnn` it held before enabl
 _enabled = False
 
 
-def keras3_rnn(
-    step_function: Callable[[Any, tuple[Any, ...]], tuple[Any, Sequence[Any]]],
-    inputs: Any,
-    initial_states: Any,
-    go_backwards: bool = False,
-    mask: Any = None,
-    constants: Sequence[Any] | None = None,
-    unroll: bool = False,
-    input_length: Any = None,
-    time_major: bool = False,
-    zero_output_for_mask: bool = False,
-    return_all_outputs: bool = True,
-) -> tuple[Any, Any, Any]:
-    """Keras 3's ``backend.rnn``, run by :func:`rnnscan.rnn` (same arguments, same results)."""
+def keras3_rnn(*args: Any, **kwargs: Any) -> tuple[Any, Any, Any]:
+    """Keras 3's ``backend.rnn``, run by :func:`rnnscan.rnn`: the same signature, passed on as given
+    (on the JAX backend inside Keras's ``StatelessScope``, as Keras's own loop traces its step)."""
+    unroll = kwargs.get("unroll", args[6] if len(args) > 6 else False)  # rnn()'s seventh argument
     with _keras3_scope(unroll):
-        return _rnn(
-            step_function,
-            inputs,
-            initial_states,
-            go_backwards=go_backwards,
-            mask=mask,
-            constants=constants,
-            unroll=unroll,
-            input_length=input_length,
-            time_major=time_major,
-            zero_output_for_mask=zero_output_for_mask,
-            return_all_outputs=return_all_outputs,
-        )
+        return _rnn(*args, **kwargs)
 
 
 def tf_keras_rnn(*args: Any, **kwargs: Any) -> tuple[Any, Any, Any]:
