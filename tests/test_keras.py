@@ -23,6 +23,7 @@ from frameworks import installed
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE / "keras_checks"))
 import known  # noqa: E402
+from configs import CONFIGS  # noqa: E402
 
 KERAS3_BACKENDS = ("jax", "torch", "tensorflow", "numpy")
 TIMEOUT_S = 900
@@ -249,28 +250,6 @@ def _tf_keras_reference(case: dict[str, Any]) -> Any:
 
 # ---------------------------------------------------------------- tf-keras, in this process
 
-CONFIGS = [
-    dict(mask=None, go_backwards=False, return_sequences=False, return_state=False, unroll=False),
-    dict(mask="Masking", go_backwards=True, return_sequences=True, return_state=True, unroll=False),
-    dict(
-        mask="explicit",
-        go_backwards=False,
-        return_sequences=True,
-        return_state=False,
-        unroll=True,
-        zero_output_for_mask=True,
-    ),
-    dict(mask="Masking", go_backwards=False, return_sequences=False, return_state=True, unroll=True),
-    dict(
-        mask="explicit",
-        go_backwards=True,
-        return_sequences=True,
-        return_state=True,
-        unroll=False,
-        zero_output_for_mask=True,
-    ),
-    dict(mask=None, go_backwards=True, return_sequences=True, return_state=False, unroll=True),
-]
 TF_KERAS_LAYERS = (
     "RNN(custom cell)",
     "SimpleRNN",

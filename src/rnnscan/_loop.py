@@ -63,7 +63,7 @@ class UserStep:
     read_output: Callable[[Any], list[Any]]
     read_states: Callable[[Any], list[Any]]
 
-    def __call__(self, states: Leaves, x_t: Leaves) -> tuple[Leaves, Leaves]:
+    def __call__(self, states: Leaves, x_t: Sequence[Any]) -> tuple[Leaves, Leaves]:
         output, new_states = self.step_function(self.rebuild_inputs(x_t), self.rebuild_states(states) + self.constants)
         return self.read_output(output), self.read_states(new_states)
 
@@ -239,18 +239,20 @@ def masked_update(
     output: Leaves,
     state_masks: Sequence[Any],
     output_masks: Sequence[Any],
+    zeros: Leaves | None = None,
 ) -> tuple[Leaves, Leaves]:
     """The masked update of one step: ``(states, output)``.
 
     Each mask is ``(batch, 1, ..., 1)`` bool, shaped for its leaf. ``prev_output`` None
-    means zeros. An output leaf that *is* a new state leaf (``return h, [h]``) whose
+    means zeros (``zeros``, where the caller has them already: zeros like the output
+    leaves). An output leaf that *is* a new state leaf (``return h, [h]``) whose
     previous output *is* that state's previous value gets the masked state itself:
     ``where(m, h, prev) == where(m, h, state)`` then, one ``where`` saved (this holds
     in the Python loop, where the objects are the same ones from step to step).
     """
     where = backend.where
     if prev_output is None or zero_output_for_mask:
-        prev_output = [backend.zeros_like(o) for o in output]
+        prev_output = zeros if zeros is not None else [backend.zeros_like(o) for o in output]
     masked_states = [where(m, n, s) for m, n, s in zip(state_masks, new_states, states)]
     masked_output = []
     for m, o, p in zip(output_masks, output, prev_output):
@@ -511,7 +513,7 @@ def python_loop(
         output, states = first
         collected = [output]
         for x_t in x_steps:
-            output, states = step(states, list(x_t))
+            output, states = step(states, x_t)
             if keep_all:
                 collected.append(output)
         return states, output, _stack(backend, collected) if keep_all else None
@@ -524,10 +526,11 @@ def python_loop(
     kept_steps = iter(all_kept) if all_kept is not None else itertools.repeat(False)
 
     output = None
+    zeros = [backend.zeros_like(o) for o in first[0]]  # the output before the first kept step
     collected = []
     steps = itertools.chain([None], x_steps)
     for x_t, masks_t, kept in zip(steps, time_slices(backend, list(masks.values())), kept_steps):
-        step_output, new_states = first if x_t is None else step(states, list(x_t))
+        step_output, new_states = first if x_t is None else step(states, x_t)
         if kept:
             states, output = new_states, step_output
         else:
@@ -540,6 +543,7 @@ def python_loop(
                 output=step_output,
                 state_masks=[masks_t[r] for r in state_ranks],
                 output_masks=[masks_t[r] for r in output_ranks],
+                zeros=zeros,
             )
         if keep_all:
             collected.append(output)

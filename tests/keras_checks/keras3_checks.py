@@ -33,6 +33,7 @@ import rnnscan.keras as rk  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import known  # noqa: E402
+from configs import CONFIGS  # noqa: E402
 
 BACKEND = keras.backend.backend()
 B, T, D, U = 3, 5, 4, 4
@@ -172,30 +173,6 @@ LAYERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     ),
 }
 FEATURES = {"ConvLSTM1D": (5, 3), "ConvLSTM2D": (4, 4, 2)}  # per-step input shape (others: (D,))
-
-# Every option value in some row, most pairs of values too; Bidirectional ignores go_backwards (it runs both ways).
-CONFIGS = [
-    dict(mask=None, go_backwards=False, return_sequences=False, return_state=False, unroll=False),
-    dict(mask="Masking", go_backwards=True, return_sequences=True, return_state=True, unroll=False),
-    dict(
-        mask="explicit",
-        go_backwards=False,
-        return_sequences=True,
-        return_state=False,
-        unroll=True,
-        zero_output_for_mask=True,
-    ),
-    dict(mask="Masking", go_backwards=False, return_sequences=False, return_state=True, unroll=True),
-    dict(
-        mask="explicit",
-        go_backwards=True,
-        return_sequences=True,
-        return_state=True,
-        unroll=False,
-        zero_output_for_mask=True,
-    ),
-    dict(mask=None, go_backwards=True, return_sequences=True, return_state=False, unroll=True),
-]
 
 
 def lengths_mask(rng: np.random.Generator, left: bool = False) -> np.ndarray:
