@@ -65,6 +65,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "on a busy machine --threads 1 avoids PyTorch's stalls",
     )
     parser.add_argument(
+        "--mmap-threshold",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="glibc's MALLOC_MMAP_THRESHOLD_ in the workers: blocks this big or bigger are mapped and handed back "
+        "when freed, so the peak RSS shows live memory more closely (slower; default: glibc's own)",
+    )
+    parser.add_argument(
         "--max-gib",
         type=float,
         default=plan.Config.max_gib,
@@ -138,9 +146,10 @@ def main(argv: list[str]) -> int:
         point_timeout_s=args.point_timeout,
         repeats=args.repeats if args.repeats is not None else config.repeats,
     )
-    env = plan.environment(args.threads)
+    env = plan.environment(args.threads, args.mmap_threshold)
     start = time.perf_counter()
     info = machine(args.threads)
+    info["malloc_mmap_threshold"] = args.mmap_threshold
     print(f"long_sequences: {info['summary']}" + (f"; busy: {info['busy']}" if "busy" in info else ""), flush=True)
 
     def say(line: str) -> None:

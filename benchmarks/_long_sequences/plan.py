@@ -230,9 +230,12 @@ def _line(record: dict[str, Any]) -> str:
     return f"{head} memory {memory / 2**20:8.1f} MiB  {record['median_s']:8.3f} s per forward+backward"
 
 
-def environment(threads: int | None) -> dict[str, str]:
-    """The workers' environment: this one, with ``--threads`` applied the way ``rnnscan bench`` does."""
+def environment(threads: int | None, mmap_threshold: int | None = None) -> dict[str, str]:
+    """The workers' environment: this one, with ``--threads`` applied the way ``rnnscan bench`` does,
+    and glibc's mmap threshold if given."""
     env = dict(os.environ)
+    if mmap_threshold is not None:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(mmap_threshold)
     if threads is not None:
         n = str(threads)
         env.update({name: n for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})

@@ -146,6 +146,28 @@ def unroll_table(records: list[dict[str, Any]]) -> list[str]:
     )
 
 
+def summary_table(result: dict[str, Any]) -> list[str]:
+    """The README's table: memory and time per call, a row per backend and setting, a column per T."""
+    records = result["lstm"]
+    all_T = sorted({r["T"] for r in records})
+    lines = ["| backend | remat | " + " | ".join(f"T={t:,}" for t in all_T) + " |", "|---|---|" + "---:|" * len(all_T)]
+    for backend in dict.fromkeys(r["backend"] for r in records):
+        for remat in (False, True):
+            cells = []
+            for time_steps in all_T:
+                r = _find(records, backend, time_steps, remat)
+                if r is None:
+                    cells.append("—")
+                elif r["status"] == "ok":
+                    cells.append(f"{size(memory_of(r))}, {seconds(r['median_s'])}")
+                elif r["status"] == "not run" and r.get("extrapolated"):
+                    cells.append(f"≈{size(r['extrapolated']['bytes'])} (not run)")
+                else:
+                    cells.append(r["status"])
+            lines.append(f"| {NAMES[backend]} ({MEASURE[backend]}) | {remat} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The whole report as Markdown."""
     config, records = result["config"], result["lstm"]
@@ -182,9 +204,17 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {mr} | {size(per_call(row['off']))} | {size(per_call(row['on']))} | {pr} "
             f"| {_cell(row['off'], 'time')} | {_cell(row['on'], 'time')} | {tr} |"
         )
+    out += ["", "In short (memory, time per forward+backward):", "", *summary_table(result)]
     target_T = max(config["both_T"])
     out += ["", f"Targets at T={target_T:,}:", "", *targets(rows, target_T), ""]
     out += long_lines(records, tuple(config["remat_only_T"]))
+    if any(r["backend"] == "torch" for r in records) and not result["machine"].get("malloc_mmap_threshold"):
+        out += [
+            "",
+            "PyTorch's RSS includes glibc's heap fragmentation: with remat, the small objects autograd keeps "
+            "per step land between the freed activations, so the heap grows with T although what is alive does "
+            "not (`--mmap-threshold 16384` shows the live memory more closely).",
+        ]
     notes = [r for r in records if r["status"] in ("skipped", "error")]
     if notes:
         out += ["", "Points not measured:", ""]
