@@ -67,6 +67,25 @@ class UserStep:
         output, new_states = self.step_function(self.rebuild_inputs(x_t), self.rebuild_states(states) + self.constants)
         return self.read_output(output), self.read_states(new_states)
 
+    def fast(self) -> Callable[[Leaves, Sequence[Any]], tuple[Leaves, Leaves]]:
+        """The same function, written out for the common structures (one input array, flat
+        states, one output array): the Python loop calls it at every step."""
+        f, constants = self.step_function, self.constants
+        plain = (self.rebuild_inputs, self.rebuild_states, self.read_output, self.read_states) == (
+            _tree.only_leaf,
+            tuple,
+            _tree.as_one_leaf,
+            list,
+        )
+        if not plain:
+            return self
+
+        def call(states: Leaves, x_t: Sequence[Any]) -> tuple[Leaves, Leaves]:
+            output, new_states = f(x_t[0], (*states, *constants))
+            return [output], list(new_states)
+
+        return call
+
     def constant_arrays(self, backend: Backend) -> Leaves:
         """The constants' array leaves (Python numbers among them are not arrays)."""
         return [c for c in _tree.leaves(self.constants) if backend.owns(c)]
@@ -231,14 +250,14 @@ def shape_masks(mask: Any, ranks: Sequence[int]) -> dict[int, Any]:
 
 def masked_update(
     backend: Backend,
-    *,
-    zero_output_for_mask: bool,
     states: Leaves,
     prev_output: Leaves | None,
     new_states: Leaves,
     output: Leaves,
     state_masks: Sequence[Any],
     output_masks: Sequence[Any],
+    *,
+    zero_output_for_mask: bool,
     zeros: Leaves | None = None,
 ) -> tuple[Leaves, Leaves]:
     """The masked update of one step: ``(states, output)``.
@@ -288,13 +307,13 @@ def general_body(
             masks = dict(zip(ranks, xs_t[n_inputs:]))
             states, output = masked_update(
                 backend,
+                states,
+                prev_output,
+                new_states,
+                output,
+                [masks[r] for r in shape.state_ranks],
+                [masks[r] for r in shape.output_ranks],
                 zero_output_for_mask=zero_output_for_mask,
-                states=states,
-                prev_output=prev_output,
-                new_states=new_states,
-                output=output,
-                state_masks=[masks[r] for r in shape.state_ranks],
-                output_masks=[masks[r] for r in shape.output_ranks],
             )
         return (states, output), (list(output) if keep_all else [])
 
@@ -509,6 +528,7 @@ def python_loop(
     """
     x_steps = time_slices(backend, inputs)
     next(x_steps)  # step 0's result is `first`
+    step = step.fast()
     if mask is None:
         output, states = first
         collected = [output]
@@ -526,7 +546,13 @@ def python_loop(
     kept_steps = iter(all_kept) if all_kept is not None else itertools.repeat(False)
 
     output = None
-    zeros = [backend.zeros_like(o) for o in first[0]]  # the output before the first kept step
+    # the options bound once; zeros: the output before the first kept step
+    update = functools.partial(
+        masked_update,
+        backend,
+        zero_output_for_mask=zero_output_for_mask,
+        zeros=[backend.zeros_like(o) for o in first[0]],
+    )
     collected = []
     steps = itertools.chain([None], x_steps)
     for x_t, masks_t, kept in zip(steps, time_slices(backend, list(masks.values())), kept_steps):
@@ -534,17 +560,9 @@ def python_loop(
         if kept:
             states, output = new_states, step_output
         else:
-            states, output = masked_update(
-                backend,
-                zero_output_for_mask=zero_output_for_mask,
-                states=states,
-                prev_output=output,
-                new_states=new_states,
-                output=step_output,
-                state_masks=[masks_t[r] for r in state_ranks],
-                output_masks=[masks_t[r] for r in output_ranks],
-                zeros=zeros,
-            )
+            state_masks = [masks_t[r] for r in state_ranks]
+            output_masks = [masks_t[r] for r in output_ranks]
+            states, output = update(states, output, new_states, step_output, state_masks, output_masks)
         if keep_all:
             collected.append(output)
     assert output is not None  # the core refuses an empty time axis
@@ -566,9 +584,10 @@ def time_slices(backend: Backend, arrays: list[Any]) -> Iterator[tuple[Any, ...]
     unstack = backend.unstack
     time_steps = backend.shape(arrays[0])[0]
     starts = [None] if time_steps is None else range(0, time_steps, UNSTACK_CHUNK)
-    for start in starts:
-        stop = None if start is None else start + UNSTACK_CHUNK
-        yield from zip(*(unstack(x[start:stop]) for x in arrays))
+    # chained in C: no Python frame per step
+    return itertools.chain.from_iterable(
+        zip(*(unstack(x[start : None if start is None else start + UNSTACK_CHUNK]) for x in arrays)) for start in starts
+    )
 
 
 def segment_length(remat: bool | int, time_steps: Any) -> int | None:

@@ -47,17 +47,27 @@ def unflatten(spec: PyTreeSpec, tree_leaves: Any) -> Any:
     return optree.tree_unflatten(spec, tree_leaves)
 
 
+def only_leaf(tree_leaves: Any) -> Any:
+    """A bare array rebuilt from its one leaf."""
+    return tree_leaves[0]
+
+
+def as_one_leaf(tree: Any) -> list[Any]:
+    """The leaves of a bare array."""
+    return [tree]
+
+
 def rebuilder(spec: PyTreeSpec) -> Callable[[list[Any]], Any]:
     """A function rebuilding ``spec`` from its leaves, fast for a bare array."""
     if spec.is_leaf():
-        return lambda tree_leaves: tree_leaves[0]
+        return only_leaf
     return spec.unflatten
 
 
 def leaf_reader(spec: PyTreeSpec) -> Callable[[Any], list[Any]]:
     """A function returning the leaves of a tree known to have exactly structure ``spec``."""
     if spec.is_leaf():
-        return lambda tree: [tree]
+        return as_one_leaf
     if spec.type in (list, tuple) and all(child.is_leaf() for child in spec.children()):
         return list
     return lambda tree: optree.tree_leaves(tree, namespace=NAMESPACE)
