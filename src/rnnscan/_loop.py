@@ -383,6 +383,8 @@ def scan_loop(
     if mask is not None:
         xs += list(shape_masks(mask, shape.state_ranks + shape.output_ranks).values())
     flags = dict(n_inputs=n_inputs, zero_output_for_mask=zero_output_for_mask, keep_all=keep_all)
+    if not backend.scans_states_alone:
+        shape = dataclasses.replace(shape, aliases=None)  # the general body, carrying the previous output
     make_body = states_body if shape.aliases is not None else general_body
 
     def body_of(step: UserStep) -> Body:

@@ -23,6 +23,9 @@ class Backend:
     name: str = ""
     #: :meth:`scan` runs ``unroll=k`` itself (else the loop runs blocks of k steps)
     unrolls_natively: bool = False
+    #: a traced loop of a step whose outputs are its states carries the states alone (and a
+    #: flag), not the previous output too: whichever is faster on the framework (measured)
+    scans_states_alone: bool = True
 
     # -- recognising and converting arrays ---------------------------------
     def owns(self, x: Any) -> bool:
