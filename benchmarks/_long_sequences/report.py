@@ -19,7 +19,8 @@ def size(n: float | None) -> str:
         return "—"
     for unit, scale in (("GiB", GIB), ("MiB", 2**20), ("KiB", 2**10)):
         if abs(n) >= scale:
-            return f"{n / scale:.3g} {unit}"
+            v = n / scale
+            return f"{v:.0f} {unit}" if abs(v) >= 100 else f"{v:.3g} {unit}"
     return f"{n:.0f} B"
 
 
