@@ -5,7 +5,7 @@ README and docs/long-sequences.md come from, on an idle machine::
 
     python benchmarks/long_sequences.py --out docs/bench
 
-``--quick`` is a smoke run in seconds; ``--help`` says the rest.
+``--quick`` is a smoke run (a few minutes); ``--help`` says the rest.
 """
 
 from __future__ import annotations

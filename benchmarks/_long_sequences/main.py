@@ -36,7 +36,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a smoke run in seconds: T = 100, 400 (and 1,600 remat only), unroll at T=100, k = 1, 4",
+        help="a smoke run of a few minutes: T = 100, 400 (and 1,600 remat only), unroll at T=100, k = 1, 4",
     )
     parser.add_argument(
         "--backends",
