@@ -355,3 +355,27 @@ def test_bad_remat_and_unroll(backend, rng, kwargs, error, message):
 
     with pytest.raises(error, match=message):
         rnnscan.rnn(step, backend.asarray(x), [backend.asarray(h)], **kwargs)
+
+
+@pytest.mark.skipif(not installed("torch"), reason="torch is not installed")
+def test_torch_compile_of_several_unroll_values_in_one_process(rng):
+    """A second compile makes a closed-over int symbolic (automatic dynamic shapes): the
+    loop's blocks are still laid out, the same results for each k."""
+    import torch
+
+    torch._dynamo.reset()
+    x = torch.as_tensor(rng.standard_normal((BATCH, TIME, FEATURES)).astype(np.float32))
+    w = torch.as_tensor(rng.standard_normal((FEATURES, UNITS)).astype(np.float32))
+
+    def step(x_t, states):
+        h = torch.tanh(x_t @ w + states[0])
+        return h, [h]
+
+    def outputs(k):
+        return torch.compile(lambda x: rnnscan.rnn(step, x, [torch.zeros(BATCH, UNITS)], unroll=k)[1], fullgraph=True)(
+            x
+        )
+
+    expected = rnnscan.rnn(step, x, [torch.zeros(BATCH, UNITS)])[1]
+    for k in (1, 4, 3):
+        torch.testing.assert_close(outputs(k), expected, rtol=1e-5, atol=1e-6)

@@ -329,7 +329,8 @@ def states_body(
     ``zero_output_for_mask``, whether this step was kept; else whether any step has
     been kept so far (a masked step's output repeats the previous output, which is the
     state once a step has been kept, zeros before). No previous output is carried, and
-    no pass over all outputs is needed after the loop. Without a mask ``kept`` is ``[]``.
+    no pass over all outputs is needed after the loop. ``kept`` is ``[]`` without a mask,
+    and without ``keep_all`` (the last output's flag is read off the mask after the loop).
     """
     assert shape.aliases is not None
     aliases = shape.aliases
@@ -343,10 +344,11 @@ def states_body(
             return (new_states, kept), ([new_states[i] for i in aliases] if keep_all else [])
         masks = dict(zip(ranks, xs_t[n_inputs:]))
         states = [backend.where(masks[r], n, s) for r, n, s in zip(shape.state_ranks, new_states, states)]
+        if not keep_all:
+            return (states, kept), []
         mask_t = masks[2] if 2 in masks else backend.reshape(masks[ranks[0]], (-1, 1))
         kept = [mask_t if zero_output_for_mask else backend.logical_or(kept[0], mask_t)]
-        ys = [zero_unless(backend, kept[0], states[i]) for i in aliases] if keep_all else []
-        return (states, kept), ys
+        return (states, kept), [zero_unless(backend, kept[0], states[i]) for i in aliases]
 
     return body
 
@@ -383,7 +385,7 @@ def scan_loop(
     if mask is not None:
         xs += list(shape_masks(mask, shape.state_ranks + shape.output_ranks).values())
     flags = dict(n_inputs=n_inputs, zero_output_for_mask=zero_output_for_mask, keep_all=keep_all)
-    if not backend.scans_states_alone:
+    if keep_all and not backend.scans_states_alone:
         shape = dataclasses.replace(shape, aliases=None)  # the general body, carrying the previous output
     make_body = states_body if shape.aliases is not None else general_body
 
@@ -391,7 +393,7 @@ def scan_loop(
         return make_body(backend, step, shape, **flags)
 
     if shape.aliases is not None:
-        kept = [] if mask is None else [backend.false_like(backend.reshape(mask[0], (-1, 1)))]
+        kept = [] if mask is None or not keep_all else [backend.false_like(backend.reshape(mask[0], (-1, 1)))]
         carry: Any = (list(states), kept)
     else:
         carry = (list(states), [backend.output_zeros(o, inputs[0]) for o in first_output])
@@ -404,7 +406,12 @@ def scan_loop(
     else:
         last = [states[i] for i in shape.aliases]
         if mask is not None:
-            last = [zero_unless(backend, carry[1][0], x) for x in last]
+            if keep_all:
+                kept = carry[1][0]
+            else:  # the last step kept (zero_output_for_mask), or any step kept
+                kept = mask[-1] if zero_output_for_mask else backend.any_over_time(mask)
+                kept = backend.reshape(kept, (-1, 1))
+            last = [zero_unless(backend, kept, x) for x in last]
     return states, last, ys if keep_all else None
 
 
@@ -452,8 +459,8 @@ def _scan_in_blocks(
 
     if plan.segment is not None and not backend.checkpoints_in_loops():
         return _segments_in_python(backend, inner, carry, xs, block, time_steps)
-    if isinstance(time_steps, int):
-        n_blocks, rest = divmod(time_steps, block)
+    if isinstance(time_steps, int):  # (// and %: torch.compile may make the block size symbolic)
+        n_blocks, rest = time_steps // block, time_steps % block
     else:  # unknown until run time (TensorFlow graphs): both parts are built
         n_blocks, rest = time_steps // block, None
     parts = []

@@ -119,6 +119,10 @@ class Backend:
     def logical_or(self, x: Any, y: Any) -> Any:
         return x | y
 
+    def any_over_time(self, mask: Any) -> Any:
+        """``(time, batch)`` bool -> ``(batch,)``: whether any step is True."""
+        raise NotImplementedError
+
     def stack(self, xs: Sequence[Any]) -> Any:
         """Stack along a new axis 0."""
         raise NotImplementedError

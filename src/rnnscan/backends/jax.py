@@ -84,6 +84,9 @@ class JaxBackend(Backend):
     def concat_time(self, xs: list[Any]) -> Any:
         return jnp.concatenate(xs)
 
+    def any_over_time(self, mask: Any) -> Any:
+        return jnp.any(mask, axis=0)
+
     def false_like(self, x: Any) -> Any:
         return jnp.zeros_like(x, dtype=bool)  # keeps x's shard_map varying axes
 

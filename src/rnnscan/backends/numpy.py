@@ -46,6 +46,9 @@ class NumpyBackend(Backend):
     def concat_time(self, xs: list[Any]) -> Any:
         return np.concatenate(xs)
 
+    def any_over_time(self, mask: Any) -> Any:
+        return mask.any(axis=0)
+
     def false_like(self, x: Any) -> Any:
         return np.zeros(x.shape, bool)
 

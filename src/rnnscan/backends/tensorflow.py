@@ -107,6 +107,9 @@ class TensorflowBackend(Backend):
     def unfold_time(self, x: Any) -> Any:
         return tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0))
 
+    def any_over_time(self, mask: Any) -> Any:
+        return tf.reduce_any(mask, axis=0)
+
     def false_like(self, x: Any) -> Any:
         return tf.zeros_like(x, tf.bool) if x.dtype != tf.bool else tf.logical_and(x, False)
 

@@ -103,6 +103,9 @@ class TorchBackend(Backend):
     def concat_time(self, xs: list[Any]) -> Any:
         return torch.cat(xs)
 
+    def any_over_time(self, mask: Any) -> Any:
+        return mask.any(dim=0)
+
     def false_like(self, x: Any) -> Any:
         return torch.zeros(x.shape, dtype=torch.bool, device=x.device)
 
@@ -129,11 +132,13 @@ class TorchBackend(Backend):
 
         def copied_body(carry: Any, xs_t: list[Any]) -> Any:
             carry, ys = body(as_bool(carry), list(xs_t))
-            return _copies(as_float(carry)), _copies(ys)
+            # and inductor fails on a body with no ys ("getitem is not an OpOverload"): one
+            # scalar per step stands in, dropped after the op
+            return _copies(as_float(carry)), _copies(ys) if ys else [xs_t[0].new_zeros(())]
 
         # The op slices its xs along time; contiguous ones keep each step's slice dense.
         carry, ys = _scan(copied_body, _copies(as_float(carry)), [x.contiguous() for x in xs])
-        return as_bool(carry), ys
+        return as_bool(carry), ys if ys[0].dim() > 1 else []
 
     def random_state_kept(self) -> Any:
         if torch.compiler.is_compiling():
