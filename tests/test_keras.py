@@ -23,11 +23,10 @@ from frameworks import installed
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE / "keras_checks"))
 import known  # noqa: E402
-from configs import CONFIGS  # noqa: E402
+from configs import CONFIGS, B, D, T, U, inputs, lengths_mask  # noqa: E402
 
 KERAS3_BACKENDS = ("jax", "torch", "tensorflow", "numpy")
 TIMEOUT_S = 900
-B, T, D, U = 3, 5, 4, 4
 ATOL = 2e-5
 
 
@@ -281,22 +280,6 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     rk.disable()
 
 
-def _mask(left: bool = False) -> np.ndarray:
-    mask = np.ones((B, T), bool)
-    mask[1, 4:] = False
-    mask[2, 2:] = False
-    if left:
-        mask[1, :2] = False
-    return mask
-
-
-def _inputs(rng: np.random.Generator, features: tuple[int, ...], mask: np.ndarray | None) -> np.ndarray:
-    x = rng.standard_normal((B, T, *features)).astype("float32")
-    if mask is not None:
-        x[~mask] = 0.0
-    return x
-
-
 def _tf_keras_run(obj: Any, x: np.ndarray, kwargs: dict[str, Any]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Outputs and the gradients of sum(out_i * w_i) by the weights and the inputs (eager, GradientTape)."""
     import tensorflow as tf
@@ -337,8 +320,8 @@ def test_tf_keras_layers(name: str, spy: dict[str, int], rng: np.random.Generato
     for cfg in CONFIGS:
         if name.startswith("ConvLSTM") and (cfg["mask"] == "Masking" or cfg["unroll"]):
             continue  # Masking reduces the last axis only: no sequence mask; tf-keras's ConvRNN cannot unroll
-        mask = None if cfg["mask"] is None else _mask()
-        x = _inputs(rng, features, mask)
+        mask = None if cfg["mask"] is None else lengths_mask()
+        x = inputs(rng, features, mask)
         tf_keras.utils.set_random_seed(int(rng.integers(1 << 30)))
         layer = tf_keras_layer(name, cfg)
         if cfg["mask"] == "Masking":
@@ -375,8 +358,8 @@ def test_tf_keras_initial_state_and_stateful(spy: dict[str, int], rng: np.random
     import tensorflow as tf
     import tf_keras
 
-    mask = _mask(left=True)
-    x = _inputs(rng, (D,), mask)
+    mask = lengths_mask(left=True)
+    x = inputs(rng, (D,), mask)
     for name, n in (("SimpleRNN", 1), ("LSTM", 2), ("GRU", 1)):
         layer = tf_keras_layer(name, dict(mask="explicit", return_sequences=True, return_state=True))
         states = [tf.constant(rng.standard_normal((B, U)).astype("float32")) for _ in range(n)]
@@ -388,7 +371,7 @@ def test_tf_keras_initial_state_and_stateful(spy: dict[str, int], rng: np.random
     inp = tf_keras.Input(batch_shape=(B, T, D))
     lstm = tf_keras.layers.LSTM(U, stateful=True, return_sequences=True)
     model = tf_keras.Model(inp, lstm(tf_keras.layers.Masking()(inp)))
-    batches = [_inputs(rng, (D,), _mask(left=i > 0)) for i in range(3)]
+    batches = [inputs(rng, (D,), lengths_mask(left=i > 0)) for i in range(3)]
 
     def go() -> list[np.ndarray]:
         lstm.reset_states()
@@ -413,7 +396,7 @@ def test_tf_keras_fit_and_save(spy: dict[str, int], rng: np.random.Generator, tm
 
     import rnnscan.keras as rk
 
-    x = np.concatenate([_inputs(rng, (D,), _mask()) for _ in range(2)])
+    x = np.concatenate([inputs(rng, (D,), lengths_mask()) for _ in range(2)])
     y = rng.standard_normal((len(x), 1)).astype("float32")
     tf_keras.utils.set_random_seed(int(rng.integers(1 << 30)))
     start = _tf_keras_model().get_weights()
@@ -445,8 +428,8 @@ def test_tf_keras_graph_mode(unroll: bool, spy: dict[str, int], rng: np.random.G
     import tensorflow as tf
     import tf_keras
 
-    mask = _mask(left=True)
-    x = _inputs(rng, (D,), mask)
+    mask = lengths_mask(left=True)
+    x = inputs(rng, (D,), mask)
     weights = None
 
     def run() -> list[np.ndarray]:

@@ -33,10 +33,9 @@ import rnnscan.keras as rk  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import known  # noqa: E402
-from configs import CONFIGS  # noqa: E402
+from configs import CONFIGS, B, D, T, U, inputs, lengths_mask  # noqa: E402
 
 BACKEND = keras.backend.backend()
-B, T, D, U = 3, 5, 4, 4
 RTOL, ATOL = 1e-5, 2e-6
 
 calls = {"n": 0}
@@ -175,26 +174,9 @@ LAYERS: dict[str, Callable[[dict[str, Any]], Any]] = {
 FEATURES = {"ConvLSTM1D": (5, 3), "ConvLSTM2D": (4, 4, 2)}  # per-step input shape (others: (D,))
 
 
-def lengths_mask(rng: np.random.Generator, left: bool = False) -> np.ndarray:
-    """A (B, T) mask: sample 0 whole, the others padded at the end (with `left`, sample 1 at the start too)."""
-    mask = np.ones((B, T), bool)
-    mask[1, 4:] = False
-    mask[2, 2:] = False
-    if left:
-        mask[1, :2] = False
-    return mask
-
-
-def inputs(rng: np.random.Generator, features: tuple[int, ...], mask: np.ndarray | None) -> np.ndarray:
-    x = rng.standard_normal((B, T, *features)).astype("float32")
-    if mask is not None:
-        x[~mask] = 0.0  # what a Masking layer will read as padding
-    return x
-
-
 def layer_check(name: str, cfg: dict[str, Any], rng: np.random.Generator, grads: bool = True) -> None:
     features = FEATURES.get(name, (D,))
-    mask = None if cfg["mask"] is None else lengths_mask(rng)
+    mask = None if cfg["mask"] is None else lengths_mask()
     x = inputs(rng, features, mask)
     keras.utils.set_random_seed(int(rng.integers(1 << 30)))
     layer = LAYERS[name](cfg)
@@ -256,7 +238,7 @@ oracle: list[dict[str, Any]] = []
 def initial_state_case(name: str, rng: np.random.Generator) -> None:
     """Masked first steps after a nonzero initial state (Keras 3's jax and numpy loops repeat the state)."""
     cfg = dict(mask="explicit", go_backwards=False, return_sequences=True, return_state=True, unroll=False)
-    mask = lengths_mask(rng, left=True)
+    mask = lengths_mask(left=True)
     x = inputs(rng, (D,), mask)
     keras.utils.set_random_seed(int(rng.integers(1 << 30)))
     layer = LAYERS[name](cfg)
@@ -289,7 +271,7 @@ def stateful_model(left: bool, cudnn: Any = False) -> Any:
 
 
 def stateful_batches(rng: np.random.Generator, left: bool) -> list[np.ndarray]:
-    return [inputs(rng, (D,), lengths_mask(rng, left=left and i > 0)) for i in range(3)]
+    return [inputs(rng, (D,), lengths_mask(left=left and i > 0)) for i in range(3)]
 
 
 def stateful_check(rng: np.random.Generator) -> None:
@@ -340,7 +322,7 @@ def direct_cases(rng: np.random.Generator) -> None:
     c = rng.standard_normal((U,)).astype("float32")
     x = rng.standard_normal((B, T, D)).astype("float32")
     h0 = rng.standard_normal((B, U)).astype("float32")
-    mask = lengths_mask(rng, left=True)
+    mask = lengths_mask(left=True)
     lengths = np.array([T, 4, 2], np.int32)
 
     def step(double: bool) -> Callable[[Any, Any], Any]:
@@ -397,7 +379,7 @@ def lstm_model(cudnn: Any = False) -> Any:
 def fit_check(rng: np.random.Generator, jit_compile: Any = "auto") -> None:
     """``model.fit`` for three steps: the same losses through rnnscan as through Keras's loop
     (on torch with ``jit_compile=True``: both loops traced by torch.compile)."""
-    mask = lengths_mask(rng)
+    mask = lengths_mask()
     x = np.concatenate([inputs(rng, (D,), mask) for _ in range(2)])
     y = rng.standard_normal((len(x), 1)).astype("float32")
     keras.utils.set_random_seed(int(rng.integers(1 << 30)))
@@ -418,7 +400,7 @@ def fit_check(rng: np.random.Generator, jit_compile: Any = "auto") -> None:
 
 def save_check(rng: np.random.Generator) -> None:
     """A model saved while enabled loads (enabled, then disabled) and predicts the same."""
-    x = inputs(rng, (D,), lengths_mask(rng))
+    x = inputs(rng, (D,), lengths_mask())
     with rk.enabled(), tempfile.TemporaryDirectory() as tmp:
         model = lstm_model()
         before = model.predict(x, verbose=0)
