@@ -111,7 +111,7 @@ class TensorflowBackend(Backend):
         return tf.reduce_any(mask, axis=0)
 
     def false_like(self, x: Any) -> Any:
-        return tf.zeros_like(x, tf.bool) if x.dtype != tf.bool else tf.logical_and(x, False)
+        return tf.zeros_like(x, dtype=tf.bool)
 
     def logical_or(self, x: Any, y: Any) -> Any:
         return tf.logical_or(x, y)
