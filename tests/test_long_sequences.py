@@ -332,6 +332,34 @@ def test_jax_remat_keeps_fewer_residuals():
     plain, remat = temporaries(False), temporaries(True)
     assert remat * 8 < plain, (remat, plain)
 
+@pytest.mark.skipif(not installed("tensorflow"), reason="tensorflow is not installed")
+def test_tf_graph_holds_one_segment_function_however_many_segments(rng):
+    """Remat segments laid out in a graph call one function, kept as a call (not inlined):
+    the graph's function library does not grow with the number of segments."""
+    import tensorflow as tf
+
+    batch, units = 3, 4
+    w = tf.Variable(rng.standard_normal((units, units)).astype(np.float32))
+
+    def step(x_t, states):
+        h = tf.tanh(x_t + states[0] @ w)
+        return h, [h]
+
+    def graph(time):
+        @tf.function
+        def train(x):
+            with tf.GradientTape() as tape:
+                last, _, _ = rnnscan.rnn(step, x, [tf.zeros((batch, units))], return_all_outputs=False, remat=5)
+            return tape.gradient(last, w)
+
+        return train.get_concrete_function(tf.TensorSpec((batch, time, units))).graph.as_graph_def()
+
+    few, many = graph(20), graph(80)
+    assert len(many.library.function) == len(few.library.function)
+    calls = [n for n in many.node if n.op in ("PartitionedCall", "StatefulPartitionedCall")]
+    assert len(calls) >= 80 // 5
+    assert all(f.attr["_noinline"].b for f in many.library.function if "segment" in f.signature.name)
+
 
 # -- errors ---------------------------------------------------------------------------
 

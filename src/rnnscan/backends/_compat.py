@@ -92,3 +92,19 @@ def tf_call_unconverted(function: Any) -> Any:
     """
     function.autograph_info__ = frozenset()
     return function
+
+
+def tf_function_not_inlined(function: Any) -> Any:
+    """``function`` as one ``tf.function`` that graphs call rather than inline.
+
+    A remat segment laid out in Python (a graph has one per segment) calls it, so the
+    graph holds the segment's function once, not a copy per segment. TensorFlow inlines
+    function calls when it first runs a graph, which would bring the copies back:
+    ``_noinline``, an attribute ``tf.function`` accepts among its
+    ``experimental_attributes`` (tensorflow.python.eager.polymorphic_function.attributes,
+    TF 2.x), keeps the calls. Measured on the LSTM of benchmarks/long_sequences.py at
+    T=4,000 (63 segments): the first call 10 s and 231 MiB instead of 32 s and 1.08 GiB.
+    """
+    import tensorflow as tf
+
+    return tf.function(function, autograph=False, experimental_attributes={"_noinline": True})

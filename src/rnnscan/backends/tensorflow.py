@@ -175,6 +175,9 @@ class TensorflowBackend(Backend):
     def checkpoint(self, function: Any) -> Any:
         # tf.recompute_grad differentiates by its (floating) arguments and the variables read;
         # a tensor the step closes over gets no gradient through a recomputed segment
+        if not tf.executing_eagerly():  # one function for every segment of the graph
+            function = _compat.tf_function_not_inlined(function)
+
         def checkpointed(*arguments: Any) -> Any:
             leaves = tf.nest.flatten(arguments)
             floating = [i for i, leaf in enumerate(leaves) if leaf.dtype.is_floating or leaf.dtype.is_complex]
