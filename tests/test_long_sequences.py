@@ -332,6 +332,7 @@ def test_jax_remat_keeps_fewer_residuals():
     plain, remat = temporaries(False), temporaries(True)
     assert remat * 8 < plain, (remat, plain)
 
+
 @pytest.mark.skipif(not installed("tensorflow"), reason="tensorflow is not installed")
 def test_tf_graph_holds_one_segment_function_however_many_segments(rng):
     """Remat segments laid out in a graph call one function, kept as a call (not inlined):
