@@ -255,6 +255,30 @@ def test_torch_compile_fullgraph(rng, options, loop):
         np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.skipif(not installed("torch"), reason="torch is not installed")
+@pytest.mark.parametrize("options", COMPILED_OPTIONS[:2], ids=[o.id for o in COMPILED_OPTIONS[:2]])
+def test_torch_func_grad_and_vmap_with_remat(rng, options):
+    """torch.func refuses torch.utils.checkpoint's hooks: under its transforms remat keeps the
+    residuals, with the eager gradients (float64, also batched by vmap)."""
+    import torch
+    from torch.func import grad, vmap
+
+    fw = framework("torch")
+    data = _problem(rng, options)
+    arrays = _arrays(fw, data, np.float64)
+    loss = _loss(fw, options, data, {"remat": 3})
+    expected = torch.autograd.grad(_loss(fw, options, data, {})(*[a.requires_grad_() for a in arrays]), arrays)
+    arrays = [a.detach() for a in arrays]
+    got = grad(loss, argnums=tuple(range(len(arrays))))(*arrays)
+    batched = vmap(grad(loss, argnums=3), in_dims=(None, None, None, 0, None, None))(
+        *arrays[:3], torch.stack([arrays[3], arrays[3]]), *arrays[4:]
+    )
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-10, atol=1e-12)
+    for b in batched:
+        np.testing.assert_allclose(b.numpy(), expected[3].numpy(), rtol=1e-10, atol=1e-12)
+
+
 # -- random steps ---------------------------------------------------------------------
 
 
@@ -360,6 +384,37 @@ def test_tf_graph_holds_one_segment_function_however_many_segments(rng):
     calls = [n for n in many.node if n.op in ("PartitionedCall", "StatefulPartitionedCall")]
     assert len(calls) >= 80 // 5
     assert all(f.attr["_noinline"].b for f in many.library.function if "segment" in f.signature.name)
+
+
+@pytest.mark.skipif(not installed("torch"), reason="torch is not installed")
+def test_torch_remat_hands_the_heap_back_in_both_passes(rng, monkeypatch):
+    """On the CPU, every HEAP_GIVEN_BACK_EVERY-th segment hands the heap's free pages back
+    after its forward pass and after its recomputation (``backends._heap``), gradients unchanged."""
+    import torch
+
+    from rnnscan.backends import _heap
+    from rnnscan.backends.torch import HEAP_GIVEN_BACK_EVERY
+
+    calls = []
+    monkeypatch.setattr(_heap, "give_back", lambda: calls.append(1))
+    segment, segments = 2, 2 * HEAP_GIVEN_BACK_EVERY + 1
+    w = torch.tensor(rng.standard_normal((UNITS, UNITS)) * 0.5, requires_grad=True)
+    x = torch.tensor(rng.standard_normal((BATCH, segment * segments, UNITS)))
+
+    def grad_of(remat):
+        def step(x_t, states):
+            h = torch.tanh(x_t + states[0] @ w)
+            return h, [h]
+
+        last, _, _ = rnnscan.rnn(step, x, [torch.zeros(BATCH, UNITS, dtype=w.dtype)], remat=remat)
+        forward_calls = len(calls)
+        return forward_calls, torch.autograd.grad(last.sum(), w)[0]
+
+    forward_calls, got = grad_of(segment)
+    assert (forward_calls, len(calls)) == (2, 4)
+    np.testing.assert_allclose(got.numpy(), grad_of(False)[1].numpy(), rtol=1e-12)
+    monkeypatch.undo()
+    _heap.give_back()  # the real one: a no-op where the C library has no malloc_trim
 
 
 # -- errors ---------------------------------------------------------------------------

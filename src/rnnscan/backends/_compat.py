@@ -41,6 +41,15 @@ def torch_values_are_hidden(x: Any) -> bool:
     return bool(is_fake(x))
 
 
+def torch_in_functorch_transform() -> bool:
+    """True inside a ``torch.func`` transform (``grad``, ``vjp``, ``jacrev``, ``vmap``, ...), where
+    ``torch.utils.checkpoint`` fails ("torch.func.{grad, vjp, jacrev, hessian} don't yet support
+    saved tensor hooks", torch 2.13). No public predicate says whether a transform is active."""
+    import torch
+
+    return torch._C._functorch.peek_interpreter_stack() is not None
+
+
 def torch_prepare_scan_compilation() -> None:
     """What torch 2.13 needs to compile the scan higher-order op right; called while Dynamo traces.
 

@@ -11,6 +11,7 @@ loop of :mod:`rnnscan._loop`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,7 +20,7 @@ import torch
 import torch.utils.checkpoint
 from torch.overrides import is_tensor_like
 
-from . import _compat
+from . import _compat, _heap
 from ._base import Backend
 
 
@@ -149,14 +150,42 @@ class TorchBackend(Backend):
     def remats(self) -> bool:
         # Under torch.compile (torch 2.13) Dynamo cannot trace a checkpointed segment around
         # the scan op's body (optree's methods inside it): the compiled loop keeps its residuals.
-        return not torch.compiler.is_compiling()
+        # torch.func transforms refuse the checkpoint's saved-tensor hooks: the same there.
+        return not torch.compiler.is_compiling() and not _compat.torch_in_functorch_transform()
 
     def checkpoint(self, function: Any) -> Any:
+        segments = itertools.count()
+
         def checkpointed(*arguments: Any) -> Any:
             # non-reentrant; the RNG state is restored for the recomputation (dropout draws the same)
-            return torch.utils.checkpoint.checkpoint(function, *arguments, use_reentrant=False)
+            result = torch.utils.checkpoint.checkpoint(function, *arguments, use_reentrant=False)
+            if next(segments) % HEAP_GIVEN_BACK_EVERY == HEAP_GIVEN_BACK_EVERY - 1:
+                _give_back_heap_after_segment(optree.tree_leaves(arguments[0]))
+            return result
 
         return checkpointed
+
+
+#: remat segments on the CPU between two hand-backs of the heap's free pages (``_heap``), in each
+#: direction: each costs a walk of the heap (7 ms with T=4,000 steps of the LSTM of
+#: benchmarks/long_sequences.py) and page faults when the pages are used again
+HEAP_GIVEN_BACK_EVERY = 8
+
+
+def _give_back_heap_after_segment(carry: list[Any]) -> None:
+    """Hand the heap's free pages back now (the segment's forward pass is done) and once the
+    backward pass has reached the segment's carry (its recomputation is done): see ``_heap``."""
+    tensors = [x for x in carry if isinstance(x, torch.Tensor)]
+    if not tensors or tensors[0].device.type != "cpu":
+        return
+    _heap.give_back()
+    needing = [x for x in tensors if x.requires_grad]
+    if needing:
+        needing[0].register_hook(_give_back_heap)
+
+
+def _give_back_heap(gradient: Any) -> None:
+    _heap.give_back()
 
 
 def _readable(x: Any) -> bool:
