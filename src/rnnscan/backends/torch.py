@@ -184,7 +184,7 @@ def _give_back_heap_after_segment(carry: list[Any]) -> None:
         needing[0].register_hook(_give_back_heap)
 
 
-def _give_back_heap(gradient: Any) -> None:
+def _give_back_heap(_gradient: Any) -> None:  # a tensor hook: the gradient passes unchanged
     _heap.give_back()
 
 
