@@ -158,7 +158,9 @@ class TorchBackend(Backend):
 
         def checkpointed(*arguments: Any) -> Any:
             # non-reentrant; the RNG state is restored for the recomputation (dropout draws the same)
-            result = torch.utils.checkpoint.checkpoint(function, *arguments, use_reentrant=False)
+            result = torch.utils.checkpoint.checkpoint(
+                function, *arguments, use_reentrant=False, determinism_check="none"
+            )
             if next(segments) % HEAP_GIVEN_BACK_EVERY == HEAP_GIVEN_BACK_EVERY - 1:
                 _give_back_heap_after_segment(optree.tree_leaves(arguments[0]))
             return result
@@ -166,26 +168,17 @@ class TorchBackend(Backend):
         return checkpointed
 
 
-#: remat segments on the CPU between two hand-backs of the heap's free pages (``_heap``), in each
-#: direction: each costs a walk of the heap (7 ms with T=4,000 steps of the LSTM of
-#: benchmarks/long_sequences.py) and page faults when the pages are used again
+#: remat segments on the CPU between two hand-backs of the heap's free pages (``_heap``) in the
+#: forward pass, where the peak builds up: each costs a walk of the heap and page faults when the
+#: pages are used again (in the backward pass they would cost more than they save)
 HEAP_GIVEN_BACK_EVERY = 8
 
 
 def _give_back_heap_after_segment(carry: list[Any]) -> None:
-    """Hand the heap's free pages back now (the segment's forward pass is done) and once the
-    backward pass has reached the segment's carry (its recomputation is done): see ``_heap``."""
+    """Hand the heap's free pages back once a segment's forward pass is done (see ``_heap``)."""
     tensors = [x for x in carry if isinstance(x, torch.Tensor)]
-    if not tensors or tensors[0].device.type != "cpu":
-        return
-    _heap.give_back()
-    needing = [x for x in tensors if x.requires_grad]
-    if needing:
-        needing[0].register_hook(_give_back_heap)
-
-
-def _give_back_heap(_gradient: Any) -> None:  # a tensor hook: the gradient passes unchanged
-    _heap.give_back()
+    if tensors and tensors[0].device.type == "cpu":
+        _heap.give_back()
 
 
 def _readable(x: Any) -> bool:
