@@ -187,7 +187,7 @@ def markdown(result: dict[str, Any]) -> str:
         "(loss = sum of the last output, gradient with respect to the weights). Memory: on JAX, XLA's "
         "`memory_analysis().temp_size_in_bytes` of the compiled `jax.grad`; on PyTorch and TensorFlow, the peak "
         "RSS growth of a fresh process over all its calls (RSS polled every 5 ms, minus the RSS before the first call, "
-        "so the first call's one-off costs are in it: TensorFlow's graph optimisation above all). Per call: the "
+        "so the first call's one-off costs are in it: tracing and graph building). Per call: the "
         "peak RSS growth over the calls after the first, on every backend, with the C heap's free memory handed "
         "back to the system (`malloc_trim`) before them. "
         "Time: the median of the calls after the first. k: the steps per remat segment (`remat=True`: about √T).",
@@ -213,8 +213,9 @@ def markdown(result: dict[str, Any]) -> str:
         out += [
             "",
             "PyTorch's RSS includes glibc's heap fragmentation: with remat, the small objects autograd keeps "
-            "per step land between the freed activations, so the heap grows with T although what is alive does "
-            "not (`--mmap-threshold 16384` shows the live memory more closely).",
+            "per step land between the freed activations; rnnscan hands the heap's free pages back every 8 "
+            "segments of the forward pass, and what is left still grows with T (`--mmap-threshold 16384` shows "
+            "the live memory more closely).",
         ]
     notes = [r for r in records if r["status"] in ("skipped", "error")]
     if notes:
