@@ -386,35 +386,175 @@ def test_tf_graph_holds_one_segment_function_however_many_segments(rng):
     assert all(f.attr["_noinline"].b for f in many.library.function if "segment" in f.signature.name)
 
 
-@pytest.mark.skipif(not installed("torch"), reason="torch is not installed")
-def test_torch_remat_hands_the_heap_back_in_the_forward_pass(rng, monkeypatch):
-    """On the CPU, every HEAP_GIVEN_BACK_EVERY-th segment hands the heap's free pages back
-    after its forward pass (``backends._heap``); the backward pass does not; gradients unchanged."""
+# -- the torch segment: a fast path beside torch.utils.checkpoint ------------------------
+
+
+def _torch_lstm(rng, time_steps, dtype=np.float64):
+    """An LSTM-like step closing over leaf weights, its inputs, a mask: ``(step, x, states, mask, weights)``."""
     import torch
 
-    from rnnscan.backends import _heap
-    from rnnscan.backends.torch import HEAP_GIVEN_BACK_EVERY
+    def tensor(*shape, scale=0.5):
+        return torch.tensor(rng.standard_normal(shape) * scale, dtype=getattr(torch, np.dtype(dtype).name))
 
+    w, u = tensor(FEATURES, 2 * UNITS).requires_grad_(), tensor(UNITS, 2 * UNITS).requires_grad_()
+    x, h, c = tensor(BATCH, time_steps, FEATURES).requires_grad_(), tensor(BATCH, UNITS), tensor(BATCH, UNITS)
+
+    def step(x_t, states):
+        z = x_t @ w + states[0] @ u
+        c = torch.sigmoid(z[:, :UNITS]) * states[1] + torch.tanh(z[:, UNITS:])
+        h = torch.tanh(c)
+        return h, [h, c]
+
+    mask = torch.as_tensor(rng.random((BATCH, time_steps)) > 0.3)
+    return step, x, [h, c], mask, [w, u, x]
+
+
+def _torch_grads(step, x, states, mask, wrt, **loop):
+    last, outputs, new_states = rnnscan.rnn(step, x, states, mask=mask, go_backwards=True, **loop)
+    loss = outputs.square().sum() + last.sum() + new_states[1].sum()
+    return [loss.detach(), *torch_grad(loss, wrt)]
+
+
+def torch_grad(loss, wrt, **kwargs):
+    import torch
+
+    return torch.autograd.grad(loss, wrt, **kwargs)
+
+
+@pytest.mark.skipif(not installed("torch"), reason="torch is not installed")
+def test_torch_remat_fast_path_equals_the_reference_checkpoint(rng, monkeypatch):
+    """Eagerly, remat's segments after the first are one autograd.Function each, forward
+    without autograd (``_torch_segment``): the same loss and gradients as
+    torch.utils.checkpoint (the reference) and as keeping the residuals."""
+    import torch
+
+    from rnnscan.backends import _torch_segment
+
+    step, x, states, mask, wrt = _torch_lstm(rng, time_steps=13)
+    plain = _torch_grads(step, x, states, mask, wrt)
+    applied = []
+    apply = _torch_segment._Recomputed.apply
+    monkeypatch.setattr(_torch_segment._Recomputed, "apply", lambda *a: applied.append(1) or apply(*a))
+    fast = _torch_grads(step, x, states, mask, wrt, remat=3)
+    assert len(applied) == 4  # segments 2-4 and the last step; the first runs with autograd
+    monkeypatch.setattr(_torch_segment.Segment, "__call__", _torch_segment.Segment.reference)
+    reference = _torch_grads(step, x, states, mask, wrt, remat=3)
+    assert len(applied) == 4
+    for f, r, p in zip(fast, reference, plain):
+        torch.testing.assert_close(f, r, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(f, p, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(not installed("torch"), reason="torch is not installed")
+def test_torch_remat_keeps_a_carry_per_segment(rng):
+    """What autograd keeps grows as T/k segments' carries plus one segment's residuals, not as
+    T steps' residuals: the bytes of the distinct storages saved for the backward pass."""
+    import torch
+
+    def saved(time_steps, remat):
+        step, x, states, mask, weights = _torch_lstm(rng, time_steps)
+        storages = {}
+
+        def pack(t):
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            rnnscan.rnn(step, x, states, mask=mask, remat=remat)
+        # the loop's inputs: x, the weights, the mask (bool, shaped for each leaf rank, time-major)
+        inputs = sum(w.nbytes for w in weights[:2]) + x.nbytes + 2 * mask.numel()
+        return sum(storages.values()) - inputs
+
+    per_step = (saved(256, False) - saved(64, False)) / 192
+    carry = 2 * BATCH * UNITS * 8
+    for time_steps, k in ((64, 8), (256, 16)):
+        kept = saved(time_steps, k)
+        assert kept <= (k + 1) * per_step + (time_steps // k + 1) * carry
+        assert kept < time_steps * per_step / 3
+
+
+@pytest.mark.skipif(not installed("torch"), reason="torch is not installed")
+def test_torch_remat_weight_computed_before_the_loop(rng, monkeypatch):
+    """A closed-over tensor computed before the loop (not a leaf) gets its own gradient:
+    remat keeps to torch.utils.checkpoint for that loop, as the Function could only reach its leaves."""
+    import torch
+
+    from rnnscan.backends import _torch_segment
+
+    step, x, states, mask, (w, u, _) = _torch_lstm(rng, time_steps=10)
+    scale = torch.tensor(1.5, dtype=w.dtype, requires_grad=True)
+
+    def grads(**loop):
+        scaled = u * scale
+
+        def scaled_step(x_t, states):
+            z = x_t @ w + states[0] @ scaled
+            h = torch.tanh(z[:, :UNITS] + z[:, UNITS:]) * states[1]
+            return h, [h, states[1]]
+
+        return _torch_grads(scaled_step, x, states, mask, [scaled, scale, w], **loop)
+
+    references = []
+    reference = _torch_segment.Segment.reference
+    monkeypatch.setattr(_torch_segment.Segment, "reference", lambda *a: references.append(1) or reference(*a))
+    got = grads(remat=3)
+    assert len(references) == 3  # every segment but the first, which found the tensor
+    for g, e in zip(got, grads()):
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(not installed("torch"), reason="torch is not installed")
+def test_torch_remat_refuses_a_step_that_changes_the_tensors_it_differentiates(rng):
+    """A step that reaches a weight in a later segment that the first did not use would lose
+    that weight's gradient: the backward pass refuses it, naming remat."""
+    import torch
+
+    step, x, states, mask, (w, u, _) = _torch_lstm(rng, time_steps=9)
+    other = torch.randn_like(u, requires_grad=True)
     calls = []
-    monkeypatch.setattr(_heap, "give_back", lambda: calls.append(1))
-    segment, segments = 2, 2 * HEAP_GIVEN_BACK_EVERY + 1
-    w = torch.tensor(rng.standard_normal((UNITS, UNITS)) * 0.5, requires_grad=True)
-    x = torch.tensor(rng.standard_normal((BATCH, segment * segments, UNITS)))
 
-    def grad_of(remat):
-        def step(x_t, states):
-            h = torch.tanh(x_t + states[0] @ w)
-            return h, [h]
+    def switching_step(x_t, states):
+        calls.append(1)
+        z = x_t @ w + states[0] @ (u if len(calls) <= 4 else other)  # first call, first segment: u
+        h = torch.tanh(z[:, :UNITS])
+        return h, [h, states[1]]
 
-        last, _, _ = rnnscan.rnn(step, x, [torch.zeros(BATCH, UNITS, dtype=w.dtype)], remat=remat)
-        forward_calls = len(calls)
-        return forward_calls, torch.autograd.grad(last.sum(), w)[0]
+    last, _, _ = rnnscan.rnn(switching_step, x, states, remat=3)
+    with pytest.raises(RuntimeError, match=r"with `remat`, `step_function` must use the same tensors .*remat=False"):
+        torch.autograd.grad(last.sum(), [w, other])
 
-    forward_calls, got = grad_of(segment)
-    assert (forward_calls, len(calls)) == (2, 2)
-    np.testing.assert_allclose(got.numpy(), grad_of(False)[1].numpy(), rtol=1e-12)
-    monkeypatch.undo()
-    _heap.give_back()  # the real one: a no-op where the C library has no malloc_trim
+
+@pytest.mark.skipif(not installed("torch"), reason="torch is not installed")
+def test_torch_remat_double_backward(rng):
+    """A gradient of a gradient (create_graph) through remat: the recomputation keeps its graph."""
+    import torch
+
+    step, x, states, mask, (w, u, _) = _torch_lstm(rng, time_steps=8)
+
+    def second_order(**loop):
+        last, outputs, _ = rnnscan.rnn(step, x, states, mask=mask, **loop)
+        (g,) = torch.autograd.grad(outputs.square().sum() + last.sum(), [w], create_graph=True)
+        return torch.autograd.grad(g.square().sum(), [w, u])
+
+    for g, e in zip(second_order(remat=3), second_order()):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.skipif(not installed("torch"), reason="torch is not installed")
+def test_torch_remat_recomputes_under_the_forward_autocast(rng):
+    """The recomputation runs under the autocast state of the forward pass (bfloat16 on the
+    CPU here), though the backward pass runs outside it: the gradients of keeping the residuals."""
+    import torch
+
+    step, x, states, mask, wrt = _torch_lstm(rng, time_steps=7, dtype=np.float32)
+    grads = []
+    for remat in (False, 2):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            last, outputs, _ = rnnscan.rnn(step, x, states, mask=mask, remat=remat)
+        grads.append(torch.autograd.grad(outputs.float().square().sum() + last.float().sum(), wrt))
+    assert grads[1][0].dtype == torch.float32
+    for g, e in zip(*grads):
+        torch.testing.assert_close(g, e, rtol=0, atol=0)
 
 
 # -- errors ---------------------------------------------------------------------------

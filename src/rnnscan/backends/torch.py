@@ -11,16 +11,14 @@ loop of :mod:`rnnscan._loop`.
 from __future__ import annotations
 
 import contextlib
-import itertools
 from collections.abc import Sequence
 from typing import Any
 
 import optree
 import torch
-import torch.utils.checkpoint
 from torch.overrides import is_tensor_like
 
-from . import _compat, _heap
+from . import _compat, _torch_segment
 from ._base import Backend
 
 
@@ -154,31 +152,8 @@ class TorchBackend(Backend):
         return not torch.compiler.is_compiling() and not _compat.torch_in_functorch_transform()
 
     def checkpoint(self, function: Any) -> Any:
-        segments = itertools.count()
-
-        def checkpointed(*arguments: Any) -> Any:
-            # non-reentrant; the RNG state is restored for the recomputation (dropout draws the same)
-            result = torch.utils.checkpoint.checkpoint(
-                function, *arguments, use_reentrant=False, determinism_check="none"
-            )
-            if next(segments) % HEAP_GIVEN_BACK_EVERY == HEAP_GIVEN_BACK_EVERY - 1:
-                _give_back_heap_after_segment(optree.tree_leaves(arguments[0]))
-            return result
-
-        return checkpointed
-
-
-#: remat segments on the CPU between two hand-backs of the heap's free pages (``_heap``) in the
-#: forward pass, where the peak builds up: each costs a walk of the heap and page faults when the
-#: pages are used again (in the backward pass they would cost more than they save)
-HEAP_GIVEN_BACK_EVERY = 8
-
-
-def _give_back_heap_after_segment(carry: list[Any]) -> None:
-    """Hand the heap's free pages back once a segment's forward pass is done (see ``_heap``)."""
-    tensors = [x for x in carry if isinstance(x, torch.Tensor)]
-    if tensors and tensors[0].device.type == "cpu":
-        _heap.give_back()
+        # dropout draws the same in the recomputation: the RNG state is kept (``_torch_segment``)
+        return _torch_segment.Segment(function)
 
 
 def _readable(x: Any) -> bool:
