@@ -209,14 +209,6 @@ def markdown(result: dict[str, Any]) -> str:
     target_T = max(config["both_T"])
     out += ["", f"Targets at T={target_T:,}:", "", *targets(rows, target_T), ""]
     out += long_lines(records, tuple(config["remat_only_T"]))
-    if any(r["backend"] == "torch" for r in records) and not result["machine"].get("malloc_mmap_threshold"):
-        out += [
-            "",
-            "PyTorch's RSS includes glibc's heap fragmentation: with remat, the small objects autograd keeps "
-            "per step land between the freed activations; rnnscan hands the heap's free pages back every 8 "
-            "segments of the forward pass, and what is left still grows with T (`--mmap-threshold 16384` shows "
-            "the live memory more closely).",
-        ]
     notes = [r for r in records if r["status"] in ("skipped", "error")]
     if notes:
         out += ["", "Points not measured:", ""]
