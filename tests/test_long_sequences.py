@@ -258,8 +258,8 @@ def test_torch_compile_fullgraph(rng, options, loop):
 @pytest.mark.skipif(not installed("torch"), reason="torch is not installed")
 @pytest.mark.parametrize("options", COMPILED_OPTIONS[:2], ids=[o.id for o in COMPILED_OPTIONS[:2]])
 def test_torch_func_grad_and_vmap_with_remat(rng, options):
-    """torch.func refuses torch.utils.checkpoint's hooks: under its transforms remat keeps the
-    residuals, with the eager gradients (float64, also batched by vmap)."""
+    """torch.func refuses torch.utils.checkpoint's hooks and old-style autograd.Functions: under
+    its transforms remat keeps the residuals, with the eager gradients (float64, also batched by vmap)."""
     import torch
     from torch.func import grad, vmap
 
@@ -410,15 +410,11 @@ def _torch_lstm(rng, time_steps, dtype=np.float64):
 
 
 def _torch_grads(step, x, states, mask, wrt, **loop):
-    last, outputs, new_states = rnnscan.rnn(step, x, states, mask=mask, go_backwards=True, **loop)
-    loss = outputs.square().sum() + last.sum() + new_states[1].sum()
-    return [loss.detach(), *torch_grad(loss, wrt)]
-
-
-def torch_grad(loss, wrt, **kwargs):
     import torch
 
-    return torch.autograd.grad(loss, wrt, **kwargs)
+    last, outputs, new_states = rnnscan.rnn(step, x, states, mask=mask, go_backwards=True, **loop)
+    loss = outputs.square().sum() + last.sum() + new_states[1].sum()
+    return [loss.detach(), *torch.autograd.grad(loss, wrt)]
 
 
 @pytest.mark.skipif(not installed("torch"), reason="torch is not installed")

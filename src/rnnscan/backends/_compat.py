@@ -44,7 +44,8 @@ def torch_values_are_hidden(x: Any) -> bool:
 def torch_in_functorch_transform() -> bool:
     """True inside a ``torch.func`` transform (``grad``, ``vjp``, ``jacrev``, ``vmap``, ...), where
     ``torch.utils.checkpoint`` fails ("torch.func.{grad, vjp, jacrev, hessian} don't yet support
-    saved tensor hooks", torch 2.13). No public predicate says whether a transform is active."""
+    saved tensor hooks", torch 2.13), and so does an ``autograd.Function`` without
+    ``setup_context``. No public predicate says whether a transform is active."""
     import torch
 
     return torch._C._functorch.peek_interpreter_stack() is not None

@@ -148,7 +148,8 @@ class TorchBackend(Backend):
     def remats(self) -> bool:
         # Under torch.compile (torch 2.13) Dynamo cannot trace a checkpointed segment around
         # the scan op's body (optree's methods inside it): the compiled loop keeps its residuals.
-        # torch.func transforms refuse the checkpoint's saved-tensor hooks: the same there.
+        # torch.func transforms refuse both of _torch_segment's paths (torch.utils.checkpoint's
+        # saved-tensor hooks, and an autograd.Function without setup_context): the same there.
         return not torch.compiler.is_compiling() and not _compat.torch_in_functorch_transform()
 
     def checkpoint(self, function: Any) -> Any:
