@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import _loop, _tree
 from .._loop import LoopCall
+from . import _jax_residuals
 from ._base import Backend
 
 
@@ -99,8 +100,14 @@ class JaxBackend(Backend):
     def runs_python_loops(self) -> bool:
         return False
 
+    #: the backward pass keeps each step's pre-activations only (:mod:`._jax_residuals`); False: everything (the reference)
+    lean_residuals = True
+
     def scan(self, body: Any, carry: Any, xs: list[Any], unroll: int = 1) -> tuple[Any, list[Any]]:
-        return jax.lax.scan(body, _as_varying_as_updated(body, carry, xs), xs, unroll=unroll)
+        carry = _as_varying_as_updated(body, carry, xs)
+        if self.lean_residuals:
+            body = _jax_residuals.lean(body, carry, [x[0] for x in xs])
+        return jax.lax.scan(body, carry, xs, unroll=unroll)
 
     def checkpoint(self, function: Any) -> Any:
         return jax.checkpoint(function)
