@@ -95,9 +95,7 @@ def lean(body: Any, *example: Any) -> Any:
                 env[v] = checkpoint_name(out, NAME) if v in kept else out
         return [read(v) for v in closed.jaxpr.outvars]
 
-    recomputed = jax.checkpoint(
-        evaluate, policy=jax.checkpoint_policies.save_only_these_names(NAME), prevent_cse=False
-    )
+    recomputed = jax.checkpoint(evaluate, policy=jax.checkpoint_policies.save_only_these_names(NAME), prevent_cse=False)
 
     def rebuilt(*args: Any) -> Any:
         return jax.tree.unflatten(out_tree, recomputed(*jax.tree.leaves(args)))

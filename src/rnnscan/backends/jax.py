@@ -100,7 +100,7 @@ class JaxBackend(Backend):
     def runs_python_loops(self) -> bool:
         return False
 
-    #: the backward pass keeps each step's pre-activations only (:mod:`._jax_residuals`); False: everything (the reference)
+    #: the backward pass keeps each step's pre-activations only (:mod:`._jax_residuals`); False: all (the reference)
     lean_residuals = True
 
     def scan(self, body: Any, carry: Any, xs: list[Any], unroll: int = 1) -> tuple[Any, list[Any]]:
