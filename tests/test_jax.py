@@ -205,7 +205,8 @@ def test_pre_activations_are_the_gate_slices_of_an_lstm_step(rng):
     assert set(split.outvars) == kept
 
 
-def test_lean_residuals_leave_a_step_without_products_or_with_effects_as_it_is(rng):
+def test_lean_residuals_leave_a_step_they_would_recompute_at_a_cost_as_it_is(rng):
+    """No products, effects, an inner loop, a product inside a nested jit: the body itself."""
     from rnnscan.backends import _jax_residuals
 
     h = jnp.asarray(rng.standard_normal((3, 4)))
@@ -218,5 +219,15 @@ def test_lean_residuals_leave_a_step_without_products_or_with_effects_as_it_is(r
         jax.debug.print("{}", carry[0, 0])
         return jnp.tanh(carry @ w + x_t), []
 
-    assert _jax_residuals.lean(elementwise, h, h) is elementwise
-    assert _jax_residuals.lean(printing, h, h) is printing
+    def inner_loop(carry, x_t):
+        return jax.lax.fori_loop(0, 3, lambda _, c: jnp.tanh(c @ w + x_t), carry), []
+
+    def nested_product(carry, x_t):
+        return jax.jit(lambda c: jnp.tanh(c @ w))(carry) + x_t, []
+
+    def lean_one(carry, x_t):
+        return jnp.tanh(carry @ w + x_t), []
+
+    for body in (elementwise, printing, inner_loop, nested_product):
+        assert _jax_residuals.lean(body, h, h) is body, body.__name__
+    assert _jax_residuals.lean(lean_one, h, h) is not lean_one

@@ -12,6 +12,11 @@ non-affine operation then reads. The backward pass recomputes the elementwise re
 from them and from the step's inputs (``jax.checkpoint`` with a names policy), and
 never a matrix product. The values are the same; only what is stored differs.
 
+Only a step made of matrix products and cheap operations (:data:`CHEAP`: elementwise
+math, comparisons, shape changes, reductions, and calls of nothing else) is rebuilt so.
+Anything else (an inner loop, a linear solve, a product inside a nested ``jit``) would
+be recomputed too, or would be unknown: such a step keeps everything, as before.
+
 The plain body (everything kept) is the reference: ``JaxBackend.lean_residuals = False``.
 """
 
@@ -53,6 +58,35 @@ AFFINE = frozenset(
 )
 
 
+#: what the backward pass may compute again at no more than the cost of reading it back
+CHEAP = AFFINE | frozenset(
+    {
+        *("mul", "div", "max", "min", "abs", "sign", "pow", "integer_pow", "square", "sqrt", "rsqrt", "cbrt"),
+        *("exp", "exp2", "expm1", "log", "log1p", "tanh", "logistic", "sin", "cos", "tan", "atan2"),
+        *("erf", "erfc", "erf_inv", "floor", "ceil", "round", "rem", "is_finite", "nextafter", "clamp"),
+        *("select_n", "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "not", "xor"),
+        *("convert_element_type", "pad", "rev", "iota", "dynamic_slice", "reduce_sum", "reduce_max"),
+        *("reduce_min", "argmax", "argmin", "stop_gradient"),
+    }
+)
+#: calls whose body counts: cheap if everything in it is (``jnp.where`` is a ``jit``; ``relu`` a ``custom_jvp_call``)
+CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "custom_jvp_call": "call_jaxpr", "closed_call": "call_jaxpr"}
+
+
+def _cheap(eqn: Any) -> bool:
+    name = eqn.primitive.name
+    if name in CALLS:
+        inner = eqn.params.get(CALLS[name])
+        inner = getattr(inner, "jaxpr", inner)
+        return inner is not None and all(_cheap(e) for e in inner.eqns)
+    return name in CHEAP
+
+
+def rebuildable(jaxpr: Any) -> bool:
+    """True where the step is matrix products (at its top level) and cheap operations only."""
+    return all(eqn.primitive.name in PRODUCTS or _cheap(eqn) for eqn in jaxpr.eqns)
+
+
 def pre_activations(jaxpr: Any) -> set[Any]:
     """The variables of ``jaxpr`` (one step) to keep: affine in matrix products, read by a
     non-affine operation. Only the top level is looked at: a step whose products sit in a
@@ -71,11 +105,13 @@ def pre_activations(jaxpr: Any) -> set[Any]:
 
 def lean(body: Any, *example: Any) -> Any:
     """``body`` (a scan body, called on ``example``) rebuilt so that its backward pass keeps
-    only its pre-activations; ``body`` itself where there are none to keep, or where it has
-    effects (a checkpointed step would run them twice)."""
+    only its pre-activations; ``body`` itself where there are none to keep, where it is not
+    :func:`rebuildable`, or where it has effects (a checkpointed step would run them twice)."""
     closed, out_shape = jax.make_jaxpr(body, return_shape=True)(*example)
+    if closed.effects or not rebuildable(closed.jaxpr):
+        return body
     kept = pre_activations(closed.jaxpr)
-    if not kept or closed.effects:
+    if not kept:
         return body
     out_tree = jax.tree.structure(out_shape)
 
