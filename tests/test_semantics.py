@@ -284,3 +284,35 @@ def test_output_that_is_the_state_still_starts_from_zeros(backend, unroll, zero)
     np.testing.assert_allclose(fw.to_numpy(outputs)[0, :, 0], [0, 0, 8, 0 if zero else 8])
     np.testing.assert_allclose(fw.to_numpy(last)[0, 0], 0 if zero else 8)
     np.testing.assert_allclose(fw.to_numpy(h)[0, 0], 8)
+
+
+@pytest.mark.parametrize("zero", [False, True])
+@pytest.mark.parametrize("aliased", [False, True])
+def test_a_step_that_keeps_no_sample_is_not_computed_eagerly(backend, zero, aliased):
+    """Eager loops read a concrete mask once and do not call the step where every sample
+    is masked (its result would be discarded); the numbers are written out by hand.
+    Traced loops (JAX) compute every step, with the same numbers."""
+    fw = backend
+    calls = []
+
+    def step(x, states):
+        calls.append(1)
+        h = states[0] + x
+        return (h, [h]) if aliased else (h * 10.0, [h])
+
+    mask = np.array([[0, 1, 0, 1, 0, 0], [0, 1, 0, 0, 1, 0]], bool)  # steps 0, 2 and 5 keep no sample
+    x = seq([1, 2, 3, 4, 5, 6], [10, 20, 30, 40, 50, 60])
+    last, outputs, (h,) = rnnscan.rnn(
+        step, fw.asarray(x), [fw.asarray(h0(0.5, 0))], mask=fw.asarray(mask), zero_output_for_mask=zero
+    )
+    states = [[0.5, 2.5, 2.5, 6.5, 6.5, 6.5], [0, 20, 20, 20, 70, 70]]
+    scale = 1.0 if aliased else 10.0
+    if zero:
+        expected = np.where(mask, np.array(states) * scale, 0.0)
+    else:  # a masked step repeats the previous output: zeros before the first kept step
+        expected = np.array([[0, 2.5, 2.5, 6.5, 6.5, 6.5], [0, 20, 20, 20, 70, 70]]) * scale
+    np.testing.assert_allclose(fw.to_numpy(outputs)[..., 0], expected)
+    np.testing.assert_allclose(fw.to_numpy(last)[:, 0], expected[:, -1])
+    np.testing.assert_allclose(fw.to_numpy(h)[:, 0], [6.5, 70])
+    if fw.name != "jax":  # the first call (shapes, step 0) and steps 1, 3, 4
+        assert len(calls) == 4, len(calls)

@@ -531,9 +531,10 @@ def python_loop(
     """The lean eager loop (the fast path of :func:`scan_loop` with :func:`python_scan`).
 
     ``first``: the step's result at time 0, already computed by :func:`first_call`.
-    Inputs and masks are split along time in chunks; each leaf's mask is shaped once;
-    a step that keeps every sample skips the masked update (``where(True, new, old)``
-    is ``new``): which steps those are is read from the mask once, where it is concrete.
+    Inputs and masks are split along time in chunks; each leaf's mask is shaped once.
+    Where the mask is concrete, it is read once: a step that keeps every sample skips the
+    masked update (``where(True, new, old)`` is ``new``), and a step that keeps none is
+    not computed (its states and output are the previous ones, or zeros).
     """
     x_steps = time_slices(backend, inputs)
     next(x_steps)  # step 0's result is `first`
@@ -551,27 +552,26 @@ def python_loop(
     ranks = list(masks)
     state_ranks = [ranks.index(r) for r in shape.state_ranks]
     output_ranks = [ranks.index(r) for r in shape.output_ranks]
-    all_kept = backend.all_true_per_step(mask)
-    kept_steps = iter(all_kept) if all_kept is not None else itertools.repeat(False)
+    kept = backend.kept_per_step(mask)
+    every, some = kept if kept is not None else (itertools.repeat(False), itertools.repeat(True))
 
     output = None
-    # the options bound once; zeros: the output before the first kept step
-    update = functools.partial(
-        masked_update,
-        backend,
-        zero_output_for_mask=zero_output_for_mask,
-        zeros=[backend.zeros_like(o) for o in first[0]],
-    )
+    zeros = [backend.zeros_like(o) for o in first[0]]  # the output before the first kept step
+    update = functools.partial(masked_update, backend, zero_output_for_mask=zero_output_for_mask, zeros=zeros)
     collected = []
     steps = itertools.chain([None], x_steps)
-    for x_t, masks_t, kept in zip(steps, time_slices(backend, list(masks.values())), kept_steps):
-        step_output, new_states = first if x_t is None else step(states, x_t)
-        if kept:
-            states, output = new_states, step_output
+    for x_t, masks_t, all_kept, any_kept in zip(steps, time_slices(backend, list(masks.values())), every, some):
+        if not any_kept:  # the step's result would be discarded: not computed
+            if output is None or zero_output_for_mask:
+                output = zeros
         else:
-            state_masks = [masks_t[r] for r in state_ranks]
-            output_masks = [masks_t[r] for r in output_ranks]
-            states, output = update(states, output, new_states, step_output, state_masks, output_masks)
+            step_output, new_states = first if x_t is None else step(states, x_t)
+            if all_kept:
+                states, output = new_states, step_output
+            else:
+                state_masks = [masks_t[r] for r in state_ranks]
+                output_masks = [masks_t[r] for r in output_ranks]
+                states, output = update(states, output, new_states, step_output, state_masks, output_masks)
         if keep_all:
             collected.append(output)
     assert output is not None  # the core refuses an empty time axis

@@ -143,11 +143,12 @@ class Backend:
         """The largest of ``(batch,)`` non-negative lengths; 0 for an empty batch."""
         raise NotImplementedError
 
-    def all_true_per_step(self, mask: Any) -> list[bool] | None:
+    def kept_per_step(self, mask: Any) -> tuple[list[bool], list[bool]] | None:
         """For a ``(time, batch)`` mask with concrete values, whether each step keeps every
-        sample, read to the host once; None where the values are symbolic (traced)."""
+        sample and whether it keeps any, read to the host once; None where the values are
+        symbolic (traced)."""
         values = self.host_values(mask)
-        return None if values is None else values.all(axis=1).tolist()
+        return None if values is None else (values.all(axis=1).tolist(), values.any(axis=1).tolist())
 
     def to_bool(self, x: Any) -> Any:
         """Nonzero keeps: a numeric mask as booleans."""

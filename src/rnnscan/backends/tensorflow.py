@@ -45,10 +45,10 @@ class TensorflowBackend(Backend):
     def host_values(self, x: Any) -> Any:
         return x.numpy() if tf.executing_eagerly() and hasattr(x, "numpy") else None
 
-    def all_true_per_step(self, mask: Any) -> list[bool] | None:
+    def kept_per_step(self, mask: Any) -> tuple[list[bool], list[bool]] | None:
         if not tf.executing_eagerly():
             return None
-        return tf.reduce_all(mask, axis=1).numpy().tolist()
+        return tf.reduce_all(mask, axis=1).numpy().tolist(), tf.reduce_any(mask, axis=1).numpy().tolist()
 
     def to_bool(self, x: Any) -> Any:
         # an op, not `x != 0`: in a TF1 graph that is Python's identity comparison

@@ -92,12 +92,12 @@ class TorchBackend(Backend):
     def max_length(self, lengths: Any) -> Any:
         return torch.cat([lengths, lengths.new_zeros(1)]).max()
 
-    def all_true_per_step(self, mask: Any) -> list[bool] | None:
+    def kept_per_step(self, mask: Any) -> tuple[list[bool], list[bool]] | None:
         # Read to the host only where the mask already is there (CPU) and is concrete:
         # on an accelerator this would be a synchronisation before the loop.
         if mask.device.type != "cpu" or not _readable(mask):
             return None
-        return mask.all(dim=1).tolist()
+        return mask.all(dim=1).tolist(), mask.any(dim=1).tolist()
 
     def concat_time(self, xs: list[Any]) -> Any:
         return torch.cat(xs)
