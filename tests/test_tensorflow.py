@@ -342,3 +342,44 @@ def test_backend_reshape_skips_only_no_op_reshapes() -> None:
     out = run(tf.ones((2, 1), tf.bool), tf.reshape(tf.range(6, dtype=tf.float32), (2, 3)))
     assert seen == {"same": True, "rank3": [None, 1, 1], "unknown_size": True, "swapped": False}
     np.testing.assert_array_equal(out.numpy(), np.arange(6, dtype=np.float32).reshape(3, 2))
+
+
+@pytest.mark.parametrize("zero", [False, True])
+@pytest.mark.parametrize("aliased", [False, True])
+@pytest.mark.parametrize("shapes", ["static", "unknown"])
+def test_graph_loop_runs_only_from_the_first_to_the_last_step_that_keeps_a_sample(
+    rng: np.random.Generator, zero: bool, aliased: bool, shapes: str
+) -> None:
+    """Leading and trailing steps that keep no sample (padding) are not run in a graph; the
+    results and gradients are the eager loop's (which computes no such step either, and is
+    checked against tf-keras by the differential suite). A batch that keeps nothing runs
+    its last step alone."""
+    x = tf.constant(rng.standard_normal((3, 8, 2)), tf.float32)
+    h0 = tf.constant(rng.standard_normal((3, 4)), tf.float32)
+    w = tf.Variable(rng.standard_normal((2, 4)), dtype=tf.float32)
+    iterations = tf.Variable(0)
+
+    def step(x_t: Any, states: Any) -> Any:
+        iterations.assign_add(1)
+        h = tf.tanh(x_t @ w + states[0])
+        return (h, [h]) if aliased else (2.0 * h + 1.0, [h])
+
+    def run(x: Any, h0: Any, mask: Any) -> Any:
+        with tf.GradientTape() as tape:
+            last, outputs, (h,) = rnnscan.rnn(step, x, [h0], mask=mask, zero_output_for_mask=zero)
+            loss = tf.reduce_sum(outputs * outputs) + tf.reduce_sum(tf.sin(last)) + tf.reduce_sum(h)
+        return (last, outputs, h), tape.gradient(loss, [w, h0])
+
+    mask = np.zeros((3, 8), bool)
+    mask[0, 2:5] = mask[1, 3] = mask[2, [2, 5]] = True  # steps 2 to 5 keep a sample; 4 keeps one
+    signature = [_unknown(x), _unknown(h0), tf.TensorSpec([None, None], tf.bool)] if shapes == "unknown" else None
+    graph = tf.function(run, input_signature=signature)
+    for m, steps in ((mask, 4), (np.zeros((3, 8), bool), 1)):
+        iterations.assign(0)
+        got = graph(x, h0, tf.constant(m))
+        # (+ 2: the graph also runs the step's two shape-finding calls, its variable op being stateful)
+        assert int(iterations.numpy()) == steps + 2
+        expected = run(x, h0, tf.constant(m))
+        assert_trees_close(
+            optree.tree_map(np.asarray, got), optree.tree_map(np.asarray, expected), rtol=1e-6, atol=1e-6
+        )

@@ -399,20 +399,43 @@ def scan_loop(
         carry = (list(states), [backend.output_zeros(o, inputs[0]) for o in first_output])
     python = python or backend.runs_python_loops()
     primitive = functools.partial(python_scan, backend) if python else backend.scan
-    carry, ys = _scan_in_blocks(backend, primitive, body_of, step, carry, xs, plan, python=python)
+    span = None if mask is None or python or plan != Plan() else backend.kept_span(mask)
+    if span is None:
+        carry, ys = _scan_in_blocks(backend, primitive, body_of, step, carry, xs, plan, python=python)
+    else:  # only the steps from the first that keeps a sample to the last
+        start, stop = span
+        carry, ys = primitive(body_of(step), carry, [x[start:stop] for x in xs])
     states = carry[0]
     if shape.aliases is None:
         last = carry[1]
+        if span is not None and zero_output_for_mask:  # the last step may lie past the span
+            last = [zero_unless(backend, backend.reshape(mask[-1], (-1, 1)), x) for x in last]
     else:
         last = [states[i] for i in shape.aliases]
         if mask is not None:
-            if keep_all:
+            if keep_all and span is None:
                 kept = carry[1][0]
             else:  # the last step kept (zero_output_for_mask), or any step kept
                 kept = mask[-1] if zero_output_for_mask else backend.any_over_time(mask)
                 kept = backend.reshape(kept, (-1, 1))
             last = [zero_unless(backend, kept, x) for x in last]
+    if span is not None and keep_all:
+        ys = _spread_over_time(backend, ys, span, last, like=xs[0], zero_output_for_mask=zero_output_for_mask)
     return states, last, ys if keep_all else None
+
+
+def _spread_over_time(
+    backend: Backend, ys: list[Any], span: tuple[Any, Any], last: list[Any], like: Any, *, zero_output_for_mask: bool
+) -> list[Any]:
+    """The outputs of the steps of ``span`` spread over every step: zeros before the first
+    step that keeps a sample (the output before any kept step), and after the last the
+    output of a masked step, zeros with ``zero_output_for_mask`` and the last output else."""
+    start, stop = span
+    spread = []
+    for y, final in zip(ys, last):
+        zeros = backend.zeros_like(final)
+        spread.append(backend.spread_over_time(y, start, stop, zeros, zeros if zero_output_for_mask else final, like))
+    return spread
 
 
 def _scan_in_blocks(
@@ -534,7 +557,9 @@ def python_loop(
     Inputs and masks are split along time in chunks; each leaf's mask is shaped once.
     Where the mask is concrete, it is read once: a step that keeps every sample skips the
     masked update (``where(True, new, old)`` is ``new``), and a step that keeps none is
-    not computed (its states and output are the previous ones, or zeros).
+    not computed (its states and output are the previous ones, or zeros). Step 0 is
+    computed by the first call anyway, and always masked as usual: the step's weights
+    stay in the autodiff graph (zero gradients, not none) even if no step keeps a sample.
     """
     x_steps = time_slices(backend, inputs)
     next(x_steps)  # step 0's result is `first`
@@ -561,7 +586,7 @@ def python_loop(
     collected = []
     steps = itertools.chain([None], x_steps)
     for x_t, masks_t, all_kept, any_kept in zip(steps, time_slices(backend, list(masks.values())), every, some):
-        if not any_kept:  # the step's result would be discarded: not computed
+        if not any_kept and x_t is not None:  # discarded: not computed (step 0's is, for the first call)
             if output is None or zero_output_for_mask:
                 output = zeros
         else:

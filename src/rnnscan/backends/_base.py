@@ -150,6 +150,18 @@ class Backend:
         values = self.host_values(mask)
         return None if values is None else (values.all(axis=1).tolist(), values.any(axis=1).tolist())
 
+    def kept_span(self, mask: Any) -> tuple[Any, Any] | None:
+        """For a traced loop whose time length may be data-dependent: ``(start, stop)``, the
+        steps from the first that keeps a sample to the last (or the last step alone if none
+        does), as scalars of the framework; None where the loop's length must stay ``T``."""
+        return None
+
+    def spread_over_time(self, ys: Any, start: Any, stop: Any, before: Any, after: Any, like: Any) -> Any:
+        """``ys`` ``(stop - start, ...)``, the outputs of steps ``start`` to ``stop``, placed
+        in a ``(T, ...)`` array (T: ``like``'s axis 0) with ``before`` ``(...)`` at every
+        earlier step and ``after`` at every later one (where :meth:`kept_span` gives spans)."""
+        raise NotImplementedError
+
     def to_bool(self, x: Any) -> Any:
         """Nonzero keeps: a numeric mask as booleans."""
         return x if self.is_bool(x) else x != 0

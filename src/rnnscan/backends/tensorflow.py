@@ -50,6 +50,24 @@ class TensorflowBackend(Backend):
             return None
         return tf.reduce_all(mask, axis=1).numpy().tolist(), tf.reduce_any(mask, axis=1).numpy().tolist()
 
+    def kept_span(self, mask: Any) -> tuple[Any, Any] | None:
+        # In graphs the while loop's length may depend on the data: the leading and trailing
+        # steps that keep no sample (padding) are not run. XLA needs static shapes.
+        if tf.executing_eagerly() or _compat.tf_building_for_xla():
+            return None
+        kept = tf.cast(tf.where(tf.reduce_any(mask, axis=1))[:, 0], tf.int32)  # the steps keeping a sample
+        time_steps = tf.shape(mask, out_type=tf.int32)[0]
+        # None kept: the last step alone, masked (an empty TensorArray of unknown element shape cannot stack)
+        none = tf.equal(tf.size(kept), 0)  # (min and max of nothing are the int32 extremes)
+        return tf.where(none, time_steps - 1, tf.reduce_min(kept)), tf.where(none, time_steps, tf.reduce_max(kept) + 1)
+
+    def spread_over_time(self, ys: Any, start: Any, stop: Any, before: Any, after: Any, like: Any) -> Any:
+        time_steps = tf.shape(like, out_type=tf.int32)[0]
+        spread = tf.concat(
+            [tf.repeat(before[None], start, axis=0), ys, tf.repeat(after[None], time_steps - stop, axis=0)], 0
+        )
+        return tf.ensure_shape(spread, [like.shape[0], *before.shape])
+
     def to_bool(self, x: Any) -> Any:
         # an op, not `x != 0`: in a TF1 graph that is Python's identity comparison
         return x if x.dtype == tf.bool else tf.not_equal(x, tf.zeros((), x.dtype))
