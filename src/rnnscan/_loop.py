@@ -399,7 +399,8 @@ def scan_loop(
         carry = (list(states), [backend.output_zeros(o, inputs[0]) for o in first_output])
     python = python or backend.runs_python_loops()
     primitive = functools.partial(python_scan, backend) if python else backend.scan
-    span = None if mask is None or python or plan != Plan() else backend.kept_span(mask)
+    one_loop = plan.segment is None and plan.unroll == 1
+    span = backend.kept_span(mask) if mask is not None and one_loop and not python else None
     if span is None:
         carry, ys = _scan_in_blocks(backend, primitive, body_of, step, carry, xs, plan, python=python)
     else:  # only the steps from the first that keeps a sample to the last
