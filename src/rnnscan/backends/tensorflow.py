@@ -45,11 +45,6 @@ class TensorflowBackend(Backend):
     def host_values(self, x: Any) -> Any:
         return x.numpy() if tf.executing_eagerly() and hasattr(x, "numpy") else None
 
-    def kept_per_step(self, mask: Any) -> tuple[list[bool], list[bool]] | None:
-        if not tf.executing_eagerly():
-            return None
-        return tf.reduce_all(mask, axis=1).numpy().tolist(), tf.reduce_any(mask, axis=1).numpy().tolist()
-
     def kept_span(self, mask: Any) -> tuple[Any, Any] | None:
         # In graphs the while loop's length may depend on the data: the leading and trailing
         # steps that keep no sample (padding) are not run. XLA needs static shapes.
