@@ -62,22 +62,20 @@ class UserStep:
     rebuild_states: Callable[[list[Any]], tuple[Any, ...]]
     read_output: Callable[[Any], list[Any]]
     read_states: Callable[[Any], list[Any]]
+    #: the new state leaves cast up to the states' own dtypes (under torch's autocast), or None
+    cast_states: Callable[[Leaves], Leaves] | None = None
 
     def __call__(self, states: Leaves, x_t: Sequence[Any]) -> tuple[Leaves, Leaves]:
         output, new_states = self.step_function(self.rebuild_inputs(x_t), self.rebuild_states(states) + self.constants)
-        return self.read_output(output), self.read_states(new_states)
+        new_states = self.read_states(new_states)
+        return self.read_output(output), new_states if self.cast_states is None else self.cast_states(new_states)
 
     def fast(self) -> Callable[[Leaves, Sequence[Any]], tuple[Leaves, Leaves]]:
         """The same function, written out for the common structures (one input array, flat
         states, one output array): the Python loop calls it at every step."""
         f, constants = self.step_function, self.constants
-        plain = (self.rebuild_inputs, self.rebuild_states, self.read_output, self.read_states) == (
-            _tree.only_leaf,
-            tuple,
-            _tree.as_one_leaf,
-            list,
-        )
-        if not plain:
+        readers = (self.rebuild_inputs, self.rebuild_states, self.read_output, self.read_states)
+        if self.cast_states is not None or readers != (_tree.only_leaf, tuple, _tree.as_one_leaf, list):
             return self
 
         def call(states: Leaves, x_t: Sequence[Any]) -> tuple[Leaves, Leaves]:
@@ -182,7 +180,7 @@ def first_call(
     initial = _tree.unflatten(states_spec, states)
     result = step_function(_tree.rebuilder(inputs_spec)(x_t), rebuild_states(states) + constants)
     output_spec = v.check_step_output(backend, result, batch)
-    v.check_step_states(backend, result[1], initial)
+    casts = v.check_step_states(backend, result[1], initial)
     step = UserStep(
         step_function,
         constants,
@@ -190,8 +188,11 @@ def first_call(
         rebuild_states,
         _tree.leaf_reader(output_spec),
         _states_reader(states_spec, result[1]),
+        None if casts is None else functools.partial(_cast_states, backend, casts),
     )
     output, new_states = step.read_output(result[0]), step.read_states(result[1])
+    if step.cast_states is not None:
+        new_states = step.cast_states(new_states)
     shape = StepShape(
         output_spec,
         tuple(len(backend.shape(o)) for o in output),
@@ -199,6 +200,10 @@ def first_call(
         output_aliases(output, new_states),
     )
     return step, shape, output, new_states
+
+
+def _cast_states(backend: Backend, dtypes: tuple[Any, ...], new_states: Leaves) -> Leaves:
+    return [s if dtype is None else backend.astype(s, dtype) for s, dtype in zip(new_states, dtypes)]
 
 
 def output_aliases(output: Leaves, new_states: Leaves) -> tuple[int, ...] | None:
@@ -225,7 +230,8 @@ def _states_rebuilder(states_spec: _tree.PyTreeSpec) -> Callable[[list[Any]], tu
     """The states as the tuple the step function receives."""
     if all(child.is_leaf() for child in states_spec.children()):
         return tuple
-    return lambda leaves: tuple(states_spec.unflatten(leaves))
+    rebuild = _tree.rebuilder(states_spec)
+    return lambda leaves: tuple(rebuild(leaves))
 
 
 def _states_reader(states_spec: _tree.PyTreeSpec, new_states: Any) -> Callable[[Any], list[Any]]:

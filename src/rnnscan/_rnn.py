@@ -115,7 +115,7 @@ def rnn(
     if mask is not None:
         step_mask = _mask_in_processing_order(backend, mask, time_major, go_backwards)
     elif lengths is not None:
-        step_mask = _lengths_to_mask(backend, lengths, backend.time_steps(input_leaves[0]), go_backwards)
+        step_mask = _lengths_to_mask(backend, lengths, input_leaves[0], go_backwards)
     if go_backwards:
         input_leaves = [backend.flip_time(x) for x in input_leaves]
 
@@ -165,14 +165,23 @@ def _mask_in_processing_order(backend: Backend, mask: Any, time_major: bool, go_
     return backend.flip_time(mask) if go_backwards else mask
 
 
-def _lengths_to_mask(backend: Backend, lengths: Any, time_steps: Any, go_backwards: bool) -> Any:
+def _lengths_to_mask(backend: Backend, lengths: Any, inputs: Any, go_backwards: bool) -> Any:
     """``(time, batch)`` bool: step ``t`` of the processing order is kept.
 
-    Forward, sample ``b`` keeps ``t < lengths[b]``. Backward, tf-keras keeps
-    ``t > max(lengths) - 1 - lengths[b]``: the last ``lengths[b]`` processing
-    steps when the longest length equals the number of time steps.
+    ``lengths`` is ``(batch,)``, or ``()`` for one length shared by every sample;
+    ``inputs`` ``(time, batch, ...)`` gives the time and batch sizes. Forward, sample
+    ``b`` keeps ``t < lengths[b]``. Backward, tf-keras keeps ``t > max(lengths) - 1 -
+    lengths[b]``: the last ``lengths[b]`` processing steps when the longest length
+    equals the number of time steps.
     """
-    t = backend.reshape(backend.arange(time_steps, like=lengths), (-1, 1))
+    t = backend.reshape(backend.arange(backend.time_steps(inputs), like=lengths), (-1, 1))
+    shared = len(backend.shape(lengths)) == 0
+    if shared:  # a 0-d length: (time, 1), broadcast to (time, batch) below
+        lengths = backend.reshape(lengths, (1,))
     if go_backwards:
-        return backend.reshape(backend.max_length(lengths) - 1 - lengths, (1, -1)) < t
-    return backend.reshape(lengths, (1, -1)) > t
+        mask = backend.reshape(backend.max_length(lengths) - 1 - lengths, (1, -1)) < t
+    else:
+        mask = backend.reshape(lengths, (1, -1)) > t
+    if shared:
+        mask = backend.logical_or(mask, backend.false_like(inputs[(..., *(0,) * (len(backend.shape(inputs)) - 2))]))
+    return mask

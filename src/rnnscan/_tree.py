@@ -18,6 +18,7 @@ in the order of the states' own structure.
 from __future__ import annotations
 
 import collections.abc
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,8 @@ PyTreeSpec = optree.PyTreeSpec
 NAMESPACE = "rnnscan"
 
 _LEAF_TYPES: set[type] = {str, bytes}  # types met as leaves, not to be asked about again
+_NODE_TYPES: set[type] = set()  # types registered here
+_REGISTERING = threading.Lock()  # several threads may meet one new type at once
 
 
 def flatten(tree: Any) -> tuple[list[Any], PyTreeSpec]:
@@ -58,10 +61,42 @@ def as_one_leaf(tree: Any) -> list[Any]:
 
 
 def rebuilder(spec: PyTreeSpec) -> Callable[[list[Any]], Any]:
-    """A function rebuilding ``spec`` from its leaves, fast for a bare array."""
+    """A function rebuilding ``spec`` from its leaves, fast for a bare array.
+
+    Structures of builtin containers (tuples, lists, dicts, namedtuples, None) are rebuilt
+    by plain Python, not by the spec: a torch loop body traced by Dynamo outside of
+    ``torch.compile`` (non-strict ``torch.export``) cannot call optree's spec made outside it.
+    """
     if spec.is_leaf():
         return only_leaf
-    return spec.unflatten
+    # (under torch.compile the spec is Dynamo's stand-in for optree's, which it can call)
+    build = _builder(spec.unflatten(range(spec.num_leaves))) if type(spec) is PyTreeSpec else None
+    if build is None:
+        return spec.unflatten
+    return lambda tree_leaves: build(tree_leaves)
+
+
+def _builder(template: Any) -> Callable[[Any], Any] | None:
+    """``template``, a structure whose leaves are the leaf indices, as a function of the
+    leaves; None where it holds a container other than the builtin ones."""
+    cls = type(template)
+    if cls is int:
+        return lambda tree_leaves: tree_leaves[template]
+    if template is None:
+        return lambda _: None
+    if isinstance(template, dict) and cls in (dict, collections.OrderedDict):
+        keys, builds = list(template), [_builder(child) for child in template.values()]
+        if None in builds:
+            return None
+        return lambda tree_leaves: cls(zip(keys, [build(tree_leaves) for build in builds]))
+    if cls in (tuple, list) or (isinstance(template, tuple) and hasattr(cls, "_fields")):
+        builds = [_builder(child) for child in template]
+        if None in builds:
+            return None
+        if cls in (tuple, list):
+            return lambda tree_leaves: cls([build(tree_leaves) for build in builds])
+        return lambda tree_leaves: cls(*[build(tree_leaves) for build in builds])
+    return None
 
 
 def leaf_reader(spec: PyTreeSpec) -> Callable[[Any], list[Any]]:
@@ -129,25 +164,34 @@ def _is_node(x: Any) -> bool:
 
 def _register_new_nodes(tree_leaves: list[Any]) -> bool:
     """Register, in rnnscan's namespace, the types among ``tree_leaves`` that tf.nest or a
-    framework's registry treats as structures; True if any was registered."""
-    registered = False
-    for leaf in tree_leaves:
-        cls = type(leaf)
+    framework's registry treats as structures; True if any is a structure (registered
+    now, or by another thread since ``tree_leaves`` were read: flatten again either way).
+
+    Idempotent and thread-safe: a type is registered once, under a lock, however many
+    of its instances one call holds and however many threads meet it at once."""
+    found = False
+    for cls, leaf in {type(leaf): leaf for leaf in tree_leaves}.items():
         if cls in _LEAF_TYPES:
             continue
+        if cls in _NODE_TYPES:
+            found = True
+            continue
+        if framework_of(leaf) is not None:  # an array: asked of no registry, and not recorded (a
+            continue  # loop body traced by Dynamo, as non-strict torch.export does, must not mutate)
         node = _node_functions(leaf)
         if node is None:
-            _LEAF_TYPES.add(cls)
+            _LEAF_TYPES.add(cls)  # (no lock: adding to a set is atomic)
             continue
-        optree.register_pytree_node(cls, *node, namespace=NAMESPACE)
-        registered = True
-    return registered
+        with _REGISTERING:
+            if cls not in _NODE_TYPES:
+                optree.register_pytree_node(cls, *node, namespace=NAMESPACE)
+                _NODE_TYPES.add(cls)
+        found = True
+    return found
 
 
 def _node_functions(x: Any) -> tuple[Callable[..., Any], Callable[..., Any]] | None:
     """``(flatten, unflatten)`` for optree where ``type(x)`` is a structure; None for a leaf."""
-    if framework_of(x) is not None:  # an array: asked of no registry (torch.compile traces this)
-        return None
     framework_node = registered_node(x)
     if framework_node is not None:
         return framework_node

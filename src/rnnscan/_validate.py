@@ -168,35 +168,41 @@ def check_mask(backend: Backend, mask: Any, *, time_steps: Any, batch: Any, time
 
 
 def as_lengths(backend: Backend, input_length: Any, *, batch: Any, time_steps: Any, device: Any) -> Any:
-    """``input_length`` as the backend's ``(batch,)`` int64 lengths (JAX: its default int), on
-    ``device`` where that matters; None where it masks nothing (None or an int), checked first.
+    """``input_length`` as the backend's int64 lengths (JAX: its default int), ``(batch,)``, or
+    ``()`` for a 0-d array (one length for every sample, as tf-keras reads a 0-d tensor), on
+    ``device`` where that matters; None where it masks nothing, checked first: None, or an int
+    of any kind (Python, NumPy, or a symbolic size: ``jax.export``'s, ``torch.SymInt``).
 
     Lengths must lie in ``[0, time_steps]``; this is checked where their values
     are concrete (NumPy, eager PyTorch and TensorFlow, JAX arrays outside a
     trace) and skipped where they are symbolic.
     """
-    if input_length is None:
+    if input_length is None or backend.is_symbolic_int(input_length):
         return None
     if isinstance(input_length, (int, np.integer)) and not isinstance(input_length, bool):
-        if input_length < 0 or (time_steps is not None and input_length > time_steps):
+        if input_length < 0 or (isinstance(time_steps, int) and input_length > time_steps):
             raise _error(ValueError, "input_length", _length_range(time_steps), describe(input_length))
         return None
-    expected = f"None, an int, or an integer array of shape ({batch if batch is not None else 'batch'},)"
     check_same_framework(backend, "input_length", [input_length], arrays_only=True)
     if not hasattr(input_length, "shape") or isinstance(input_length, np.generic):
-        raise _error(TypeError, "input_length", expected, describe(input_length))
+        raise _error(TypeError, "input_length", _lengths_expected(batch), describe(input_length))
     lengths = backend.asarray(input_length, device=device)
-    check_lengths(backend, lengths, batch=batch, time_steps=time_steps, expected=expected)
+    check_lengths(backend, lengths, batch=batch, time_steps=time_steps)
     return backend.as_index(lengths)
 
 
-def check_lengths(backend: Backend, lengths: Any, *, batch: Any, time_steps: Any, expected: str) -> None:
-    """``(batch,)`` integers in ``[0, time_steps]`` (the range where the values are concrete)."""
+def _lengths_expected(batch: Any) -> str:
+    # formatted only when raised: the batch size may be symbolic, and reading it would pin it
+    return f"None, an int, or an integer array of shape ({batch if batch is not None else 'batch'},) or ()"
+
+
+def check_lengths(backend: Backend, lengths: Any, *, batch: Any, time_steps: Any) -> None:
+    """``(batch,)`` or ``()`` integers in ``[0, time_steps]`` (the range where the values are concrete)."""
     shape = backend.shape(lengths)
-    if len(shape) != 1 or (batch is not None and shape[0] is not None and shape[0] != batch):
-        raise _error(ValueError, "input_length", expected, describe(lengths))
+    if len(shape) > 1 or (len(shape) == 1 and batch is not None and shape[0] is not None and shape[0] != batch):
+        raise _error(ValueError, "input_length", _lengths_expected(batch), describe(lengths))
     if not backend.is_integer(lengths):
-        raise _error(TypeError, "input_length", expected, describe(lengths))
+        raise _error(TypeError, "input_length", _lengths_expected(batch), describe(lengths))
     values = backend.host_values(lengths)
     if values is not None:
         _check_length_range(values, time_steps, describe(lengths))
@@ -206,7 +212,7 @@ def _check_length_range(values: np.ndarray, time_steps: Any, given: str) -> None
     if values.size == 0:
         return
     low, high = int(values.min()), int(values.max())
-    if low < 0 or (time_steps is not None and high > time_steps):
+    if low < 0 or (isinstance(time_steps, int) and high > time_steps):
         raise _error(
             ValueError, "input_length", _length_range(time_steps), f"{given} holding lengths from {low} to {high}"
         )
@@ -228,13 +234,24 @@ def check_static_time(unroll: bool | int, time_steps: Any) -> None:
 
 
 def check_remat_time(backend: Backend, remat: bool | int, time_steps: Any) -> None:
-    if remat is not False and time_steps is None and not backend.checkpoints_in_loops():
+    if remat is False:
+        return
+    if time_steps is None and not backend.checkpoints_in_loops():
         raise _error(
             ValueError,
             "remat",
             f"False when the number of time steps is unknown in a {backend.name} graph (its recomputed "
             "segments are laid out while the graph is built)",
             f"remat={remat!r} with an unknown time dimension",
+        )
+    if backend.is_symbolic_int(time_steps) and backend.remats():
+        raise _error(
+            ValueError,
+            "remat",
+            f"False when the number of time steps is symbolic ({backend.name} export: the count of "
+            "recomputed segments could be 0, and a loop over a symbolic length must not be empty); "
+            "export with a fixed time length to keep remat",
+            f"remat={remat!r} with a symbolic time dimension",
         )
 
 
@@ -259,9 +276,11 @@ def check_step_output(backend: Backend, result: Any, batch: Any) -> _tree.PyTree
     return out_spec
 
 
-def check_step_states(backend: Backend, new_states: Any, initial_states: Sequence[Any]) -> None:
+def check_step_states(backend: Backend, new_states: Any, initial_states: Sequence[Any]) -> tuple[Any, ...] | None:
     """Check the first ``new_states`` against the states: their number, each one's structure
-    (up to container types), shapes and dtypes."""
+    (up to container types), shapes and dtypes. Returns, for each state leaf, the dtype its
+    new value is cast to (None: none), where the backend casts a lower precision up (torch's
+    autocast); None where no leaf needs a cast."""
     if not isinstance(new_states, (list, tuple)):
         raise _error(
             TypeError, "step_function", "returning new_states as a list or tuple like the states", describe(new_states)
@@ -273,6 +292,7 @@ def check_step_states(backend: Backend, new_states: Any, initial_states: Sequenc
             f"returning as many new states as initial_states ({len(initial_states)})",
             f"{len(new_states)} new states",
         )
+    casts: list[Any] = []
     for i, (new, old) in enumerate(zip(new_states, initial_states)):
         old_leaves, old_spec = _tree.flatten(old)
         if not _tree.matches(old_spec, new):
@@ -283,10 +303,12 @@ def check_step_states(backend: Backend, new_states: Any, initial_states: Sequenc
                 str(_tree.flatten(new)[1]),
             )
         for new_leaf, old_leaf in zip(_tree.leaves_like(old_spec, new), old_leaves):
-            _check_new_state_leaf(backend, i, new_leaf, old_leaf)
+            casts.append(_check_new_state_leaf(backend, i, new_leaf, old_leaf))
+    return tuple(casts) if any(c is not None for c in casts) else None
 
 
-def _check_new_state_leaf(backend: Backend, i: int, new: Any, old: Any) -> None:
+def _check_new_state_leaf(backend: Backend, i: int, new: Any, old: Any) -> Any:
+    """None, or the state's dtype where the new value is cast up to it (see check_step_states)."""
     if not backend.owns(new):
         raise _error(TypeError, "step_function", f"returning new state {i} as {backend.name} arrays", describe(new))
     new_shape, old_shape = backend.shape(new), backend.shape(old)
@@ -298,9 +320,12 @@ def _check_new_state_leaf(backend: Backend, i: int, new: Any, old: Any) -> None:
             ValueError, "step_function", f"returning new state {i} of the state's shape {describe(old)}", describe(new)
         )
     if new.dtype != old.dtype:
+        if backend.casts_up(new, old):
+            return old.dtype
         raise _error(
             TypeError, "step_function", f"returning new state {i} of the state's dtype {describe(old)}", describe(new)
         )
+    return None
 
 
 def as_unroll(unroll: Any) -> bool | int:

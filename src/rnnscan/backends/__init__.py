@@ -15,19 +15,20 @@ from ._base import Backend
 
 # the frameworks, each named as its top-level module
 _FRAMEWORKS = ("jax", "torch", "tensorflow", "numpy")
-_loaded: dict[str, Backend] = {}
+# the top-level modules that define each framework's array types
+_MODULES = {"jax": "jax", "jaxlib": "jax", "torch": "torch", "tensorflow": "tensorflow", "numpy": "numpy"}
 
 
 def get_backend(name: str) -> Backend:
     """The backend of one framework by name, importing the framework."""
-    if name not in _loaded:
-        _loaded[name] = _import(name).BACKEND
-    return _loaded[name]
+    return _import(name).BACKEND
 
 
 def _import(name: str) -> Any:
-    # Plain import statements rather than importlib: torch.compile's tracer
-    # (Dynamo) follows them, so a compiled first call needs no graph break.
+    # Plain import statements rather than importlib or a dict of loaded backends:
+    # torch.compile's tracer (Dynamo) follows them and installs no guard, so a
+    # compiled first call needs no graph break and no second compilation. Python's
+    # import lock makes a first import from several threads at once safe.
     if name == "jax":
         from . import jax as module
     elif name == "torch":
@@ -43,16 +44,25 @@ def _import(name: str) -> Any:
 
 def framework_of(x: Any) -> str | None:
     """The framework whose array ``x`` is, among those already imported; else None."""
-    # The backends in use are asked first and sys.modules is read only for a new
-    # framework: torch.compile guards on what a function reads, and sys.modules
-    # grows as modules import lazily (a recompilation at every call).
-    for name, backend in _loaded.items():
-        if backend.owns(x):
-            return name
     if isinstance(x, _NOT_ARRAYS):
         return None
+    hint = _defining_framework(type(x))
+    if hint is not None and get_backend(hint).owns(x):
+        return hint
+    # Other array-likes (keras.Variable): the frameworks imported so far. torch.compile guards
+    # on the length of sys.modules where a traced call reads it: the arrays of the frameworks
+    # themselves never get here.
     for name in _FRAMEWORKS:
-        if name not in _loaded and name in sys.modules and get_backend(name).owns(x):
+        if name in sys.modules and get_backend(name).owns(x):
+            return name
+    return None
+
+
+def _defining_framework(cls: type) -> str | None:
+    """The framework whose modules define ``cls`` or one of its bases (so it is imported)."""
+    for base in cls.__mro__:
+        name = _MODULES.get(base.__module__.partition(".")[0])
+        if name is not None:
             return name
     return None
 

@@ -49,6 +49,16 @@ class Backend:
         own pytree registry; None where it is not (or the framework has none)."""
         return None
 
+    def is_symbolic_int(self, x: Any) -> bool:
+        """True if ``x`` is a symbolic integer of the framework (a traced shape: ``jax.export``'s
+        dimension, ``torch.SymInt``): an int whose value must not be read."""
+        return False
+
+    def casts_up(self, new: Any, old: Any) -> bool:
+        """True where a step's new state ``new`` of another dtype than its state ``old`` is
+        cast up to ``old``'s dtype, losslessly (torch's autocast); else it is refused."""
+        return False
+
     def host_values(self, x: Any) -> Any:
         """``x``'s values as a NumPy array where they are concrete now; None where they are
         not (traced, transformed, fake or meta) and must not be read."""
@@ -102,6 +112,10 @@ class Backend:
         raise NotImplementedError
 
     def where(self, condition: Any, x: Any, y: Any) -> Any:
+        raise NotImplementedError
+
+    def astype(self, x: Any, dtype: Any) -> Any:
+        """``x`` cast to ``dtype`` (where :meth:`casts_up` allows it)."""
         raise NotImplementedError
 
     def zeros_like(self, x: Any) -> Any:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.export
 import jax.numpy as jnp
 import numpy as np
 
@@ -36,6 +37,9 @@ class JaxBackend(Backend):
             return jax.tree_util.tree_flatten(node, is_leaf=lambda child: child is not node)
 
         return flatten, lambda treedef, children: jax.tree_util.tree_unflatten(treedef, children)
+
+    def is_symbolic_int(self, x: Any) -> bool:
+        return jax.export.is_symbolic_dim(x)
 
     def host_values(self, x: Any) -> Any:
         return None if isinstance(x, jax.core.Tracer) else np.asarray(x)

@@ -47,21 +47,27 @@ class TensorflowBackend(Backend):
 
     def kept_span(self, mask: Any) -> tuple[Any, Any] | None:
         # In graphs the while loop's length may depend on the data: the leading and trailing
-        # steps that keep no sample (padding) are not run. XLA needs static shapes.
+        # steps that keep no sample (padding) are not run. XLA needs static shapes. Written in
+        # ops that TFLite's builtins and tf2onnx both know (no Where, Repeat or EnsureShape).
         if tf.executing_eagerly() or _compat.tf_building_for_xla():
             return None
-        kept = tf.cast(tf.where(tf.reduce_any(mask, axis=1))[:, 0], tf.int32)  # the steps keeping a sample
+        kept = tf.cast(tf.reduce_any(mask, axis=1), tf.int32)  # (time,): 1 where a step keeps a sample
         time_steps = tf.shape(mask, out_type=tf.int32)[0]
+        first = tf.argmax(kept, output_type=tf.int32)  # the first 1 (0 if there is none)
+        last = time_steps - 1 - tf.argmax(tf.reverse(kept, [0]), output_type=tf.int32)
         # None kept: the last step alone, masked (an empty TensorArray of unknown element shape cannot stack)
-        none = tf.equal(tf.size(kept), 0)  # (min and max of nothing are the int32 extremes)
-        return tf.where(none, time_steps - 1, tf.reduce_min(kept)), tf.where(none, time_steps, tf.reduce_max(kept) + 1)
+        none = tf.equal(tf.reduce_max(kept), 0)
+        return tf.where(none, time_steps - 1, first), tf.where(none, time_steps, last + 1)
 
     def spread_over_time(self, ys: Any, start: Any, stop: Any, before: Any, after: Any, like: Any) -> Any:
-        time_steps = tf.shape(like, out_type=tf.int32)[0]
-        spread = tf.concat(
-            [tf.repeat(before[None], start, axis=0), ys, tf.repeat(after[None], time_steps - stop, axis=0)], 0
-        )
-        return tf.ensure_shape(spread, [like.shape[0], *before.shape])
+        # a gather of each step's output from the span, then the steps before and after it
+        t = tf.range(tf.shape(like, out_type=tf.int32)[0])
+        spread = tf.gather(ys, tf.clip_by_value(t - start, 0, stop - start - 1))
+        at = (-1,) + (1,) * before.shape.rank
+        spread = tf.where(tf.reshape(t < start, at), before, spread)
+        spread = tf.where(tf.reshape(t >= stop, at), after, spread)
+        spread.set_shape([like.shape[0], *before.shape])
+        return spread
 
     def to_bool(self, x: Any) -> Any:
         # an op, not `x != 0`: in a TF1 graph that is Python's identity comparison

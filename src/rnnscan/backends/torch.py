@@ -47,6 +47,19 @@ class TorchBackend(Backend):
     def registered_node(self, x: Any) -> tuple[Any, Any] | None:
         return _compat.torch_registered_node(x)
 
+    def is_symbolic_int(self, x: Any) -> bool:
+        return isinstance(x, torch.SymInt)
+
+    def casts_up(self, new: Any, old: Any) -> bool:
+        # Under autocast a step computes in a lower precision (bfloat16, float16) than the float32
+        # state it was given: the state is carried in its own dtype, as autocast's users expect
+        return (
+            torch.is_autocast_enabled(new.device.type)
+            and new.dtype.is_floating_point
+            and old.dtype.is_floating_point
+            and torch.promote_types(new.dtype, old.dtype) == old.dtype
+        )
+
     def host_values(self, x: Any) -> Any:
         return x.detach().cpu().numpy() if _readable(x) else None
 
@@ -76,6 +89,9 @@ class TorchBackend(Backend):
 
     def zeros_like(self, x: Any) -> Any:
         return torch.zeros_like(x)
+
+    def astype(self, x: Any, dtype: Any) -> Any:
+        return x.to(dtype)
 
     def stack(self, xs: Sequence[Any]) -> Any:
         return torch.stack(xs)
@@ -117,17 +133,26 @@ class TorchBackend(Backend):
         _prepare_compilation()
 
         # torch 2.13's scan op miscounts its tangents for a bool carry (the states body's kept
-        # flag): such leaves travel as float 0/1, bools again inside the body and after the op
-        flat, spec = optree.tree_flatten(carry)
-        bools = [leaf.dtype == torch.bool for leaf in flat]
+        # flag): such leaves travel as float 0/1, bools again inside the body and after the op.
+        # The carry (a tuple of lists) is flattened by hand: non-strict torch.export traces the
+        # body with Dynamo, which cannot call the methods of an optree spec made outside it.
+        sizes = [len(part) for part in carry]
+        bools = [leaf.dtype == torch.bool for part in carry for leaf in part]
+
+        def rebuilt(leaves: list[Any]) -> Any:
+            parts, start = [], 0
+            for size in sizes:
+                parts.append(list(leaves[start : start + size]))
+                start += size
+            return tuple(parts)
 
         def as_bool(carry: Any) -> Any:
-            leaves = optree.tree_leaves(carry)
-            return spec.unflatten([leaf > 0 if b else leaf for leaf, b in zip(leaves, bools)])
+            leaves = [leaf for part in carry for leaf in part]
+            return rebuilt([leaf > 0 if b else leaf for leaf, b in zip(leaves, bools)])
 
         def as_float(carry: Any) -> Any:
-            leaves = optree.tree_leaves(carry)
-            return spec.unflatten([leaf.float() if b else leaf for leaf, b in zip(leaves, bools)])
+            leaves = [leaf for part in carry for leaf in part]
+            return rebuilt([leaf.float() if b else leaf for leaf, b in zip(leaves, bools)])
 
         def copied_body(carry: Any, xs_t: list[Any]) -> Any:
             carry, ys = body(as_bool(carry), list(xs_t))
