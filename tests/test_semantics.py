@@ -139,6 +139,15 @@ def test_int_input_length_masks_nothing(backend, unroll):
     expect(r, last=[100], outputs=[[10, 30, 60, 100]], state=[10])
 
 
+def test_zero_d_input_length_masks_the_steps_past_it_for_every_sample(backend, unroll):
+    # tf-keras's symbolic loop reads a 0-d tensor as one length for every sample
+    # (torch.jit.trace hands Keras 3's `input_length=timesteps` over as one)
+    r = run(backend, seq(X, X[::-1]), h0(0, 1), unroll, input_length=np.array(2, np.int32))
+    expect(r, last=[30, 80], outputs=[[10, 30, 30, 30], [50, 80, 80, 80]], state=[3, 8])
+    r = run(backend, seq(X), h0(0), unroll, input_length=np.array(2, np.int64), go_backwards=True)
+    expect(r, last=[100], outputs=[[40, 70, 90, 100]], state=[10])  # max(2) - 1 - 2 < t: every step
+
+
 def test_return_all_outputs_false_gives_the_last_output_with_a_time_axis_of_one(backend, unroll):
     last, outputs, state = run(backend, seq(X), h0(0), unroll, return_all_outputs=False, mask=np.array([[1, 1, 0, 1]]))
     assert outputs.shape == (1, 1, 1)

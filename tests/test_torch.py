@@ -114,6 +114,55 @@ def test_dtype_and_device_are_kept(rng: np.random.Generator, dtype: Any, rtol: f
         np.testing.assert_allclose(FW.to_numpy(g), e.numpy(), rtol=rtol, atol=rtol)
 
 
+def _autocast_step(w: Any, u: Any) -> Any:
+    def step(x_t: Any, states: Any) -> Any:
+        h = torch.tanh(x_t @ w + states[0] @ u)  # bfloat16 under autocast: its matmuls cast down
+        return h * 1.5 - 0.25, [h]
+
+    return step
+
+
+def test_autocast_carries_states_in_their_own_dtype(rng: np.random.Generator) -> None:
+    """Under ``torch.autocast`` a float32 state comes back bfloat16 from the step: it is cast up (lossless),
+    and results and gradients are the hand-written loop's that does the same."""
+    (x, h0, _, w, u), mask = _tensors(rng, dtype=torch.float32)
+    w, u = w.requires_grad_(), u.requires_grad_()
+    step = _autocast_step(w, u)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        last, outputs, (h,) = rnnscan.rnn(step, x, [h0], mask=mask)
+        state, output, by_hand = h0, None, []
+        for t in range(x.shape[1]):
+            new_output, (new_state,) = step(x[:, t], (state,))
+            kept = mask[:, t, None]
+            state = torch.where(kept, new_state.float(), state)
+            output = torch.where(kept, new_output, torch.zeros_like(new_output) if output is None else output)
+            by_hand.append(output)
+    assert (h.dtype, outputs.dtype, last.dtype) == (torch.float32, torch.bfloat16, torch.bfloat16)
+    torch.testing.assert_close(h, state, rtol=0, atol=0)
+    torch.testing.assert_close(outputs, torch.stack(by_hand, 1), rtol=0, atol=0)
+    got = torch.autograd.grad(outputs.float().sum() + h.sum(), (w, u))
+    expected = torch.autograd.grad(torch.stack(by_hand, 1).float().sum() + state.sum(), (w, u))
+    for g, e in zip(got, expected):
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-6)
+
+
+def test_autocast_still_refuses_a_state_cast_down(rng: np.random.Generator) -> None:
+    """Only a lossless cast up is made: a bfloat16 state whose step returns float32 is refused, as is any
+    dtype change outside autocast."""
+    x, h0 = _tensors(rng, dtype=torch.float32)[0][:2]
+    message = (
+        "rnnscan.rnn: `step_function` must be returning new state 0 of the state's dtype Tensor of shape (3, 4) "
+        "and dtype {state}; got Tensor of shape (3, 4) and dtype {new}."
+    )
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(TypeError) as error:
+        rnnscan.rnn(lambda x_t, s: (s[0].float(), [s[0].float()]), x, [h0.bfloat16()])
+    assert str(error.value) == message.format(state="bfloat16", new="float32")
+    with pytest.raises(TypeError) as error:
+        rnnscan.rnn(lambda x_t, s: (s[0].bfloat16(), [s[0].bfloat16()]), x, [h0])
+    assert str(error.value) == message.format(state="float32", new="bfloat16")
+
+
 @pytest.mark.parametrize("masking", ["meta mask", "numpy mask", "numpy input_length"])
 def test_meta_tensors_need_no_values(masking: str) -> None:
     """On the meta device every value read to the host fails: the loop reads none. A NumPy
