@@ -62,8 +62,11 @@ def test_examples_are_found() -> None:
 
 
 @pytest.mark.parametrize("page", RUNNABLE, ids=[str(p.relative_to(DOCS)) for p in RUNNABLE])
-def test_page_examples_run(page: Path) -> None:
-    namespace: dict = {"__name__": "__docs__"}
+def test_page_examples_run(page: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the page's namespace is a module's, importable by name (torch.export looks classes up in theirs)
+    module = ModuleType("__docs__")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    namespace = module.__dict__
     for line, code, expected in examples(page.read_text()):
         where = f"{page.relative_to(ROOT)}, the block at line {line}"
         out = io.StringIO()

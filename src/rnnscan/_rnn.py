@@ -53,7 +53,9 @@ def rnn(
             iteration of a traced loop (``lax.scan(unroll=k)``, a ``tf.while_loop``
             or torch scan body of k steps; eager loops are unchanged). False or 1: none.
         input_length: with no ``mask``, a ``(batch,)`` integer array of lengths
-            masking the steps past each length (an int masks nothing).
+            masking the steps past each length, or a 0-d one (one length for every
+            sample). An int masks nothing, symbolic sizes (``jax.export``,
+            ``torch.SymInt``) included.
         time_major: inputs and outputs are ``(time, batch, ...)``.
         zero_output_for_mask: masked steps output zeros.
         return_all_outputs: if False, ``outputs`` is ``(batch, 1, ...)``, the last output.

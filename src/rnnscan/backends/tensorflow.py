@@ -60,12 +60,17 @@ class TensorflowBackend(Backend):
         return tf.where(none, time_steps - 1, first), tf.where(none, time_steps, last + 1)
 
     def spread_over_time(self, ys: Any, start: Any, stop: Any, before: Any, after: Any, like: Any) -> Any:
-        # a gather of each step's output from the span, then the steps before and after it
-        t = tf.range(tf.shape(like, out_type=tf.int32)[0])
-        spread = tf.gather(ys, tf.clip_by_value(t - start, 0, stop - start - 1))
-        at = (-1,) + (1,) * before.shape.rank
-        spread = tf.where(tf.reshape(t < start, at), before, spread)
-        spread = tf.where(tf.reshape(t >= stop, at), after, spread)
+        time_steps = tf.shape(like, out_type=tf.int32)[0]
+        shape = tf.shape(before, out_type=tf.int32)
+        # broadcasts, not tf.repeat: TFLite's builtins and tf2onnx know BroadcastTo (a count of 0 too)
+        spread = tf.concat(
+            [
+                tf.broadcast_to(before[None], tf.concat([[start], shape], 0)),
+                ys,
+                tf.broadcast_to(after[None], tf.concat([[time_steps - stop], shape], 0)),
+            ],
+            0,
+        )
         spread.set_shape([like.shape[0], *before.shape])
         return spread
 
