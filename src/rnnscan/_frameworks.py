@@ -65,25 +65,18 @@ def ops(name: str) -> Ops:
     return _MAKERS[name]()
 
 
+def _rows(table: Any, index: Any) -> Any:
+    return table[index]
+
+
 def _numpy() -> Ops:
     def nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
         shifted = logits - logits.max(-1, keepdims=True)
         log_z = np.log(np.exp(shifted).sum(-1))
         return log_z - np.take_along_axis(shifted, targets[..., None], -1)[..., 0]
 
-    return Ops(
-        "numpy",
-        np.asarray,
-        np.asarray,
-        np.tanh,
-        lambda x: 1 / (1 + np.exp(-x)),
-        np.where,
-        np.sum,
-        lambda shape: np.zeros(shape, np.float32),
-        lambda table, index: table[index],
-        nll,
-        differentiable=False,
-    )
+    sigmoid, zeros = (lambda x: 1 / (1 + np.exp(-x))), (lambda shape: np.zeros(shape, np.float32))
+    return Ops("numpy", np.asarray, np.asarray, np.tanh, sigmoid, np.where, np.sum, zeros, _rows, nll, False)
 
 
 def _jax() -> Ops:
@@ -93,19 +86,8 @@ def _jax() -> Ops:
     def nll(logits: Any, targets: Any) -> Any:
         return -jnp.take_along_axis(jax.nn.log_softmax(logits), targets[..., None], -1)[..., 0]
 
-    return Ops(
-        "jax",
-        jnp.asarray,
-        np.asarray,
-        jnp.tanh,
-        jax.nn.sigmoid,
-        jnp.where,
-        jnp.sum,
-        lambda shape: jnp.zeros(shape, jnp.float32),
-        lambda table, index: table[index],
-        nll,
-        differentiable=True,
-    )
+    zeros = functools.partial(jnp.zeros, dtype=jnp.float32)
+    return Ops("jax", jnp.asarray, np.asarray, jnp.tanh, jax.nn.sigmoid, jnp.where, jnp.sum, zeros, _rows, nll, True)
 
 
 def _torch() -> Ops:
@@ -120,19 +102,8 @@ def _torch() -> Ops:
         flat = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).long(), reduction="none")
         return flat.reshape(targets.shape)
 
-    return Ops(
-        "torch",
-        torch.as_tensor,
-        to_numpy,
-        torch.tanh,
-        torch.sigmoid,
-        torch.where,
-        torch.sum,
-        lambda shape: torch.zeros(shape, dtype=torch.float32),
-        lambda table, index: table[index],
-        nll,
-        differentiable=True,
-    )
+    zeros, asarray = functools.partial(torch.zeros, dtype=torch.float32), torch.as_tensor
+    return Ops("torch", asarray, to_numpy, torch.tanh, torch.sigmoid, torch.where, torch.sum, zeros, _rows, nll, True)
 
 
 def _tensorflow() -> Ops:
@@ -144,19 +115,8 @@ def _tensorflow() -> Ops:
     def nll(logits: Any, targets: Any) -> Any:
         return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
 
-    return Ops(
-        "tensorflow",
-        tf.convert_to_tensor,
-        to_numpy,
-        tf.tanh,
-        tf.sigmoid,
-        tf.where,
-        tf.reduce_sum,
-        lambda shape: tf.zeros(shape, tf.float32),
-        tf.gather,
-        nll,
-        differentiable=True,
-    )
+    zeros, asarray, total = functools.partial(tf.zeros, dtype=tf.float32), tf.convert_to_tensor, tf.reduce_sum
+    return Ops("tensorflow", asarray, to_numpy, tf.tanh, tf.sigmoid, tf.where, total, zeros, tf.gather, nll, True)
 
 
 _MAKERS: dict[str, Callable[[], Ops]] = {"numpy": _numpy, "jax": _jax, "torch": _torch, "tensorflow": _tensorflow}

@@ -9,7 +9,8 @@ import numpy as np
 
 from . import _tree
 from . import _validate as v
-from ._loop import LoopCall, Plan, segment_length
+from ._loop import LoopCall
+from ._plan import Plan, segment_length
 from .backends import Backend, _compat, backend_for, framework_of
 
 

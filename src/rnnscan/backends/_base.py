@@ -1,6 +1,6 @@
 """The Backend interface: the array operations the loop needs, and a scan primitive.
 
-A backend wraps one framework. The loop (``rnnscan._loop``) decides every piece of
+A backend wraps one framework. The loop (``rnnscan._loop`` and its modules) decides every piece of
 semantics in terms of these operations; a backend only says how its framework does
 them, and supplies its loop primitive (:meth:`Backend.scan`) and the "checkpoint
 this segment" that remat needs (:meth:`Backend.checkpoint`). All arrays handed to

@@ -6,17 +6,22 @@ import dataclasses
 import inspect
 import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.export
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _loop, _tree
-from .._loop import LoopCall
+# The core (rnnscan._tree, ._loop) imports this module lazily, when a JAX array first arrives
+# (backends.get_backend): these imports of the core run after it is loaded, never first.
+from .. import _tree
 from . import _jax_residuals
 from ._base import Backend
+
+if TYPE_CHECKING:
+    from .._loop import LoopCall
+    from .._step import StepShape
 
 
 class JaxBackend(Backend):
@@ -163,19 +168,10 @@ def _compiled_loop(backend: JaxBackend, call: LoopCall, states: list[Any], input
     constant_leaves = [c for c in leaves if backend.owns(c)]
     static = tuple(None if backend.owns(c) else c for c in leaves)
     constants = _Constants(constants_spec, static)
-    shapes: list[_loop.StepShape] = []
+    shapes: list[StepShape] = []
 
     def first_step(states: list[Any], x_t: list[Any], constant_leaves: list[Any]) -> Any:
-        _, shape, output, new_states = _loop.first_call(
-            backend,
-            call.step_function,
-            constants=constants.rebuild(constant_leaves),
-            inputs_spec=call.inputs_spec,
-            states_spec=call.states_spec,
-            batch=call.batch,
-            states=states,
-            x_t=x_t,
-        )
+        _, shape, output, new_states = call.first_call(backend, states, x_t, constants.rebuild(constant_leaves))
         shapes.append(shape)  # the Python facts of the trace, beside its arrays
         return output, new_states
 
@@ -213,7 +209,7 @@ class _Constants:
 
 
 def _replaying_loop(
-    backend: JaxBackend, template: LoopCall, jaxpr: Any, shape: _loop.StepShape, constants: _Constants
+    backend: JaxBackend, template: LoopCall, jaxpr: Any, shape: StepShape, constants: _Constants
 ) -> Any:
     """The loop of ``template`` whose step evaluates ``jaxpr`` (the step's own program)."""
     n_output = len(shape.output_ranks)
