@@ -17,7 +17,7 @@ LOG_DEFAULTS = {"TF_CPP_MIN_LOG_LEVEL": "3", "GRPC_VERBOSITY": "ERROR", "GLOG_mi
 # A C++ log line of TensorFlow or XLA (absl's format: severity, date, time, thread, file:line]), and absl's notice
 # that such lines go to stderr before logging starts: TensorFlow 2.21 writes them at import, before it reads
 # TF_CPP_MIN_LOG_LEVEL.
-C_LOG_LINE = re.compile(r"([IWEF])\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [\w.+-]+:\d+\]")
+C_LOG_LINE = re.compile(r"([IWEF])\d{4} [\d:.]+ +\d+ [\w.+-]+:\d+\]")
 ABSL_NOTICE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
 SEVERITY = {"I": 0, "W": 1, "E": 2, "F": 3}
 

@@ -44,8 +44,8 @@ def parser() -> argparse.ArgumentParser:
     suites = {name: suite(name) for name in SUITES}
     p = argparse.ArgumentParser(
         prog="python -m rnnscan bench",
-        description="Time rnnscan on this machine: one suite per run, its tables on the terminal and in --out "
-        "its JSON (every figure and the machine), a Markdown report and plots. Suites:\n\n"
+        description="Time rnnscan on this machine: one suite per run, its tables on the\nterminal and, in --out, "
+        "its JSON (every figure and the machine), a Markdown\nreport and plots. Suites:\n\n"
         + "\n\n".join(m.SUMMARY for m in suites.values()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

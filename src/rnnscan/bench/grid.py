@@ -32,7 +32,8 @@ grid (the default): rnnscan against the loops you would otherwise use. Workloads
   (fused) on PyTorch; tf_keras on TensorFlow; the full grid adds torch.compile
   and XLA. Forward and forward+backward (NumPy: forward only). Sizes: T varies
   at B=32 U=64, then B and U vary one at a time at T=100. --quick: T in 10,100,
-  B=32, U=64, 5 samples, {QUICK_TIME}.
+  B=32, U=64, 5 samples:
+  {QUICK_TIME}.
   Writes bench.json, bench.md, bench.png (rnnscan's time over each peer's) and
   bench_T.png (time per step against T).""".format(
     workloads="\n".join(f"  {k} {w.title}:\n     {w.definition}" for k, w in WORKLOADS.items())

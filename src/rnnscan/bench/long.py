@@ -31,7 +31,7 @@ SUMMARY = """\
 long: rnnscan.rnn on long sequences. remat: an LSTM step (B=32, U=256, D=32,
   float32), forward+backward, at T = 1,000, 4,000, 16,000 with remat off and on
   and at 64,000 with remat on (off: extrapolated), on JAX jit, PyTorch eager and
-  TensorFlow tf.function: memory (JAX: XLA's temporaries; torch, TF: the peak RSS
+  TensorFlow tf.function: memory (JAX: XLA's temporaries; torch, TF: peak RSS
   growth of a fresh process per point) and time. unroll=k: W1 at T=1,000, k = 1,
   2, 4, 8, 16 (JAX jit, tf.function, torch.compile). --quick: T = 100, 400 (and
   1,600 remat only), unroll at T=100, k = 1, 4 (a few minutes). --repeats: timed
