@@ -5,7 +5,7 @@
 - The wheel: the package, ``py.typed`` and LICENSE; metadata with the package's version,
   the Apache-2.0 license expression; no tests.
 - The sdist is complete: LICENSE, CHANGELOG.md, and every tracked file of src/, tests/,
-  docs/, benchmarks/ and .ci/. Unpacked, with the wheel installed (and not the checkout),
+  docs/ and .ci/. Unpacked, with the wheel installed (and not the checkout),
   its tests collect, and exactly the tests the checkout collects.
 
 Usage: ``python .ci/check_packaging.py`` from a checkout, with ``.[test]`` installed.
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TENSORFLOWS = {"tensorflow", "tensorflow-cpu", "tensorflow-intel", "tensorflow-macos", "tensorflow-gpu", "tf-nightly"}
 # Where a user reads how to install (CHANGELOG.md records the switch, so it is not listed).
 INSTALL_TEXTS = ["pyproject.toml", "README.md", ".ci/run", "docs"]
-COMPLETE_SDIST = ["src", "tests", "docs", "benchmarks", ".ci"]
+COMPLETE_SDIST = ["src", "tests", "docs", ".ci"]
 
 
 def fail(message: str) -> None:

@@ -1,7 +1,8 @@
-"""``python -m rnnscan bench``: tiny runs of the real command, one per backend, and the report made from them.
+"""``python -m rnnscan bench``: tiny runs of the real command, one per backend and one per suite, and the report
+made from them.
 
 No timing assertions: the figures are checked against each other and against the
-printed tables (made again from bench.json), never against a speed.
+printed tables (made again from the JSON), never against a speed.
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from rnnscan.__main__ import C_LOG_LINE, quiet_stderr
 from rnnscan.__main__ import main as cli
-from rnnscan.bench import QUICK_TIME, Settings, main
+from rnnscan.bench import SUITES, Settings, main
+from rnnscan.bench import long as long_suite
+from rnnscan.bench.grid import QUICK_TIME
 from rnnscan.bench.harness import Row, run_all
-from rnnscan.bench.peers import BACKEND_MODES, BACKENDS, KERAS3, Impl, implementations
+from rnnscan.bench.long_report import record, to_row
+from rnnscan.bench.peers import BACKEND_MODES, BACKENDS, KERAS3, MODES, Impl, implementations
 from rnnscan.bench.plots import plot_ratios, plot_times
 from rnnscan.bench.report import cell, derive, duration, notes, print_report, rows_of, us
 from rnnscan.bench.timing import UNSTEADY, measure
@@ -71,7 +76,7 @@ def test_every_peer_ran_once(runs: dict[str, dict[str, Any]]) -> None:
         row = rows[impl.backend, impl.name, workload, mode]
         assert (row.T, row.B, row.U) == (4, 2, 8)
         if impl.missing() is not None:
-            assert row.status == "missing" and "pip install 'rnnscan[" in row.error
+            assert row.status == "missing" and 'pip install -e ".[' in row.error
         elif impl.name == KERAS3 and (impl.backend, workload) in KERAS_FAILURES:
             assert row.status == "error" and row.error == "KeyError: 0", row
         else:
@@ -144,12 +149,12 @@ def test_a_numpy_only_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, c
     out, err = capsys.readouterr()
     assert err.splitlines() == [
         "rnnscan bench: 4 figures to time on numpy",
-        "rnnscan bench: not run: jax is not installed: pip install 'rnnscan[jax]'; torch is not installed: "
-        "pip install 'rnnscan[torch]'; tensorflow is not installed: pip install 'rnnscan[tensorflow]'",
+        "rnnscan bench: not run: "
+        + "; ".join(f'{b} is not installed: pip install -e ".[{b}]" (in a checkout of rnnscan)' for b in BACKENDS[1:]),
     ]
     rows = rows_of(json.loads((tmp_path / "bench.json").read_text()))
     assert {r.backend for r in rows} == {"numpy"} and sum(r.status == "missing" for r in rows) == 2
-    assert "numpy keras3 W1, W3 (2 cells): needs keras: pip install 'rnnscan[bench]'" in out
+    assert 'numpy keras3 W1, W3 (2 cells): needs keras: pip install -e ".[bench]"' in out
     assert out.splitlines()[-1].startswith("4 figures timed in ") and "\njax\n" not in out
 
 
@@ -222,17 +227,114 @@ def test_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     assert "--quick" in text and "W2 LSTM step (states h, c)" in text and QUICK_TIME in " ".join(text.split())
+    assert all(f"--suite {name}" in text for name in SUITES) and "--cases" in text and "--max-gib" in text
     assert max(len(line) for line in text.splitlines()) <= 80
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert f"`--quick` (146 figures) takes {QUICK_TIME}" in " ".join(readme.split())  # one claim, in both
-    with pytest.raises(SystemExit) as exit_info:
-        cli(["bench", "--keras-lstm", "--help"])  # the Keras layers benchmark's own flags
-    assert exit_info.value.code == 0 and "--no-compile" in capsys.readouterr().out
+    performance = (Path(__file__).resolve().parents[1] / "docs" / "performance.md").read_text()
+    assert f"`--quick` (146 figures) takes {QUICK_TIME}" in " ".join(performance.split())  # one claim, in both
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")  # the user's setting stays; a default fills the rest
     monkeypatch.delenv("GRPC_VERBOSITY", raising=False)
     assert cli(["bench", "--backends", "cobol"]) == 2
     assert "cobol" in capsys.readouterr().err
     assert (os.environ["TF_CPP_MIN_LOG_LEVEL"], os.environ["GRPC_VERBOSITY"]) == ("0", "ERROR")
+    assert cli(["bench", "--suite", "keras-lstm", "--cases", "nothing"]) == 2
+    assert "nothing" in capsys.readouterr().err
+
+
+NOISE = "I0000 00:00:1796681283.263826    4820 port.cc:153] oneDNN custom operations are on.\n"
+NOTICE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+
+
+@pytest.mark.parametrize("level", ["3", "0"])
+def test_log_lines_written_before_logging_starts_follow_the_level(
+    level: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """What C++ code writes to stderr at import, before TensorFlow reads TF_CPP_MIN_LOG_LEVEL: filtered by it."""
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", level)
+    with quiet_stderr():
+        os.write(2, (NOTICE + NOISE + "E0000 00:00:1.5  4820 cuda.cc:52] failed\nreal trouble\n").encode())
+    err = capfd.readouterr().err
+    expected = (
+        "real trouble\n"
+        if level == "3"
+        else NOTICE + NOISE + "E0000 00:00:1.5  4820 cuda.cc:52] failed\nreal trouble\n"
+    )
+    assert err == expected
+
+
+@pytest.mark.skipif(not installed("tensorflow"), reason="tensorflow not installed")
+@pytest.mark.parametrize("user_level", [None, "0"])
+def test_the_bench_prints_no_tensorflow_log_lines(user_level: str | None, tmp_path: Path) -> None:
+    """No C++ log line of TensorFlow on stderr or stdout, unless the user asks for them: their level wins."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env |= {"TF_CPP_MIN_LOG_LEVEL": user_level} if user_level else {}
+    command = [sys.executable, "-m", "rnnscan", "bench", *TINY, "--workloads", "W1", "--backends", "tensorflow"]
+    done = subprocess.run([*command, "--no-progress", "--out", str(tmp_path)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = (done.stderr + done.stdout).splitlines()
+    logged = [line for line in lines if C_LOG_LINE.match(line) or line.startswith(NOTICE.strip())]
+    if user_level is None:
+        assert logged == [] and done.stderr.splitlines()[0] == "rnnscan bench: 8 figures to time on tensorflow"
+    else:  # TensorFlow's own behaviour at level 0: nothing filtered (what it prints depends on the machine)
+        assert json.loads((tmp_path / "bench.json").read_text())["suite"] == "grid"
+
+
+@pytest.mark.skipif(not (installed("keras") and installed("jax")), reason="keras or jax not installed")
+def test_keras_lstm_suite(tmp_path: Path) -> None:
+    """One case on one Keras backend, two steps a side: the rows, the JSON, the report and the plot."""
+    command = [sys.executable, "-m", "rnnscan", "bench", "--suite", "keras-lstm", "--backends", "jax"]
+    command += ["--cases", "mask,fused", "--repeats", "2", "--warmup", "1", "--out", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc = json.loads((tmp_path / "keras_lstm.json").read_text())
+    assert (doc["schema"], doc["suite"], doc["settings"]["cases"]) == (3, "keras-lstm", ["mask", "fused"])
+    rows = {r.impl: r for r in rows_of(doc)}
+    assert len(doc["rows"]) == 2 and set(rows) == {KERAS3, "rnnscan"}  # jax takes no fused path: fused not shown
+    for row in rows.values():
+        assert (row.workload, row.status, row.note, row.samples) == ("mask", "ok", "generic loop", 2), row
+        assert row.agrees and row.warmup_s and row.min_s <= row.median_s <= row.max_s  # type: ignore[operator]
+    assert rows["rnnscan"].ratio == pytest.approx(rows["rnnscan"].median_s / rows[KERAS3].median_s)  # type: ignore[operator]
+    assert rows["rnnscan"].extra["target"] == 1.1
+    speedup = f"{rows[KERAS3].median_s / rows['rnnscan'].median_s:.2f}x"  # type: ignore[operator]
+    line = next(line for line in done.stdout.splitlines() if line.startswith("| jax | mask |"))
+    assert f"| {speedup} | ≥ 1.10x |" in line and line in (tmp_path / "keras_lstm.md").read_text()
+    assert (tmp_path / "keras_lstm.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(not installed("jax"), reason="jax not installed")
+def test_long_sequences_suite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The suite's plan on tiny sizes, every point in its worker: remat off and on, one extrapolated, unroll=k."""
+    tiny = long_suite.Config(both_T=(8, 16), remat_only_T=(32,), repeats=1, unroll_T=8, unroll_ks=(1, 2))
+    monkeypatch.setattr(long_suite, "QUICK", long_suite.Config(**{**tiny.__dict__, "unroll_repeats": 2}))
+    assert main(["--suite", "long", "--quick", "--backends", "jax", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "long_sequences.json").read_text())
+    assert (doc["schema"], doc["suite"], doc["settings"]["both_T"]) == (3, "long", [8, 16])
+    rows = rows_of(doc)
+    lstm = {(r.T, r.extra["remat"]): r for r in rows if r.extra.get("kind") == "lstm"}
+    assert set(lstm) == {(t, remat) for t in (8, 16, 32) for remat in (False, True)}
+    assert lstm[32, False].status == "not run" and lstm[32, False].extra["extrapolated"]["from_T"] == [8, 16]
+    assert lstm[32, False].extra["compiled"]["xla_temp_size_in_bytes"] > 0  # compiled, not run
+    for (t, remat), row in lstm.items():
+        if (t, remat) != (32, False):
+            assert row.status == "ok" and row.extra["xla_temp_size_in_bytes"] > 0 and row.samples == 1, row
+        assert to_row(record(row)).to_json() == row.to_json()
+    np.testing.assert_allclose(lstm[16, True].extra["grad_norms"], lstm[16, False].extra["grad_norms"], rtol=1e-4)
+    unroll = [r for r in rows if "k" in r.extra]
+    assert sorted((r.mode, r.extra["k"]) for r in unroll) == [(m, k) for m in sorted(MODES) for k in (1, 2)]
+    assert all(r.status == "ok" and r.agrees is not False for r in unroll)
+    md = (tmp_path / "long_sequences.md").read_text()
+    assert md.startswith("# Long sequences") and "| JAX jit | 16 |" in md and "Targets at T=16:" in md
+    assert "| JAX jit, forward | " in md and (tmp_path / "long_sequences.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_recorded_results_are_in_the_one_schema() -> None:
+    """docs/bench holds each suite's recorded run, in the schema the report reads (no code of its own)."""
+    recorded = Path(__file__).resolve().parents[1] / "docs" / "bench"
+    suites = {json.loads(p.read_text())["suite"]: p.stem for p in recorded.glob("*.json")}
+    assert suites == {"grid": "quick", "keras-lstm": "keras_lstm", "long": "long_sequences"}
+    for stem in suites.values():
+        doc = json.loads((recorded / f"{stem}.json").read_text())
+        assert doc["schema"] == 3 and {"date", "command", "machine", "settings", "rows"} <= doc.keys()
+        assert [r.to_json() for r in rows_of(doc)] == doc["rows"] and doc["command"].startswith("python -m rnnscan")
 
 
 def _capture(write: Any) -> str:

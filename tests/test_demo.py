@@ -52,7 +52,7 @@ def test_demo_numpy_forward_only(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["demo", "--backend", "numpy", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert "NumPy cannot train" in printed and "pip install 'rnnscan[jax,demo]'" in printed
+    assert "NumPy cannot train" in printed and 'pip install -e ".[jax,demo]"' in printed
     assert f"held-out: {metrics['held_out_bits_per_char']:.3f} bits/char with untrained weights" in printed
     assert 5.5 < metrics["held_out_bits_per_char"] < 8  # untrained: about uniform over 96 symbols
     assert not (tmp_path / "training_curve.png").exists()
@@ -62,7 +62,7 @@ def test_demo_without_plotting_packages(monkeypatch: pytest.MonkeyPatch, capsys:
     monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm now raises ImportError
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)
     assert main(["demo", "--backend", "numpy"]) == 2
-    assert "pip install 'rnnscan[demo]'" in capsys.readouterr().err
+    assert 'pip install -e ".[demo]"' in capsys.readouterr().err
 
 
 def test_demo_bad_steps(capsys: pytest.CaptureFixture[str]) -> None:

@@ -334,7 +334,7 @@ def test_jax_dropout_with_explicit_keys(rng):
 @pytest.mark.skipif(not installed("jax"), reason="jax is not installed")
 def test_jax_remat_keeps_fewer_residuals():
     """XLA's own account of the compiled gradient's temporaries (no timing): with remat they
-    grow as O(sqrt(T)), without it as O(T). benchmarks/long_sequences.py measures the rest."""
+    grow as O(sqrt(T)), without it as O(T). `python -m rnnscan bench --suite long` measures the rest."""
     import jax
     import jax.numpy as jnp
 

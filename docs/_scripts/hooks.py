@@ -5,9 +5,6 @@
 - In a page, a block between ``<!-- if-module rnnscan.x -->`` and ``<!-- end-if-module -->``
   is kept only where the module's source exists under ``src/`` (read statically, as
   mkdocstrings reads the docstrings; nothing is imported).
-- ``<!-- readme-section Performance -->`` is replaced by the body of the README's
-  ``## Performance`` section (one source for the figures), its ``docs/`` links made
-  relative to the site.
 """
 
 from __future__ import annotations
@@ -18,7 +15,6 @@ from typing import Any
 
 OPTIONAL_PAGES = {"keras.md", "long-sequences.md", "scaling.md"}
 _IF_MODULE = re.compile(r"<!-- if-module ([\w.]+) -->\n(.*?)<!-- end-if-module -->\n?", re.S)
-_README_SECTION = re.compile(r"<!-- readme-section (.+?) -->")
 
 
 def prune_nav(nav: list, docs: Path) -> list:
@@ -46,15 +42,6 @@ def module_exists(root: Path, module: str) -> bool:
     return base.with_suffix(".py").exists() or (base / "__init__.py").exists()
 
 
-def readme_section(root: Path, title: str) -> str:
-    """The body of README.md's ``## <title>`` section, with links into docs/ made site-relative."""
-    text = (root / "README.md").read_text()
-    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
-    if match is None:
-        raise ValueError(f"README.md has no '## {title}' section (docs/_scripts/hooks.py includes it)")
-    return re.sub(r"\]\(docs/", "](", match.group(1)).strip("\n")
-
-
 def on_config(config: Any) -> Any:
     config["nav"] = prune_nav(config["nav"], Path(config["docs_dir"]))
     return config
@@ -62,5 +49,4 @@ def on_config(config: Any) -> Any:
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     root = Path(config["config_file_path"]).parent
-    markdown = _IF_MODULE.sub(lambda m: m.group(2) if module_exists(root, m.group(1)) else "", markdown)
-    return _README_SECTION.sub(lambda m: readme_section(root, m.group(1)), markdown)
+    return _IF_MODULE.sub(lambda m: m.group(2) if module_exists(root, m.group(1)) else "", markdown)

@@ -4,7 +4,7 @@ backward pass recomputes it with autograd from the inputs it kept.
 ``torch.utils.checkpoint`` (non-reentrant) is the reference: :meth:`Segment.reference`. It
 records the segment's whole graph in the forward pass as well, and passes every saved
 tensor through Python hooks, twice on the way in and once on the way out. On the LSTM of
-``benchmarks/long_sequences.py`` that made remat 1.6-1.8x the time of keeping the residuals.
+``python -m rnnscan bench --suite long`` that made remat 1.6-1.8x the time of keeping the residuals.
 
 Here a segment is one ``autograd.Function`` whose inputs are the segment's arrays (carry,
 inputs, constants) and the leaf tensors the step closes over (its weights). Those are found

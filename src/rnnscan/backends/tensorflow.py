@@ -4,7 +4,7 @@ Inside ``tf.function`` (XLA included) the loop is a ``tf.while_loop``: it works 
 an unknown time or batch dimension, and ``GradientTape`` differentiates through
 it. Eagerly a ``tf.while_loop`` would run as a Python loop anyway; the core's plain
 Python loop does less per step (measured on the masked SimpleRNN workload of
-``benchmarks/simple_rnn.py``, eager: about 330 ms against 490 ms for an eager
+``python -m rnnscan bench --workloads W1``, eager: about 330 ms against 490 ms for an eager
 ``tf.while_loop`` with ``TensorArray``s and 530 ms for ``tf_keras.backend.rnn``).
 """
 
@@ -144,7 +144,7 @@ class TensorflowBackend(Backend):
         return _zeros_like_output(output, like_input)
 
     # -- the loop ----------------------------------------------------------
-    # W1 (benchmarks/simple_rnn.py) in a tf.function: 24.9 against 27.4 µs per step forward, 71.2
+    # W1 (python -m rnnscan bench) in a tf.function: 24.9 against 27.4 µs per step forward, 71.2
     # against 75.6 forward+backward with the general body (the flag's extra op costs more here)
     scans_states_alone = False
 

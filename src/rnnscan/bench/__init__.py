@@ -1,97 +1,66 @@
-"""``python -m rnnscan bench``: what rnnscan costs against what you would otherwise use, on your machine.
+"""``python -m rnnscan bench``: every benchmark of rnnscan, on your machine, behind one harness.
 
-The workloads are in :mod:`.workloads`, the implementations and passes in
-:mod:`.peers`, the timing in :mod:`.timing`, the plan and its rows in
-:mod:`.harness`, the tables, notes and JSON in :mod:`.report`, the plots in
-:mod:`.plots`.
+A suite is a module of this package (:data:`SUITES`). Every suite makes
+:class:`.harness.Row` s with the one timing routine (:func:`.timing.measure`),
+in this process or in workers (:mod:`.worker`), and :func:`run` writes what
+it made in one JSON schema (:func:`.report.document`), a Markdown report and
+plots (:mod:`.plots`); ``--from-json`` makes the report and plots again from
+a JSON file, for any suite.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from types import ModuleType
 
-from .._frameworks import ops
-from .harness import Row, Settings, execute, install, plan
-from .peers import BACKENDS, implementations
-from .plots import plot_ratios, plot_times
-from .report import derive, document, markdown, print_report
-from .threads import limit_threads
-from .workloads import WORKLOADS
+from .harness import Row, Settings
+from .report import document, rows_of, write
 
-__all__ = ["Row", "Settings", "main", "parser"]
+__all__ = ["SUITES", "Row", "Settings", "main", "parser", "run"]
 
-QUICK = {"times": (10, 100), "batches": (32,), "units": (64,), "repeats": 5, "min_sample_s": 0.01, "max_total_s": 2.0}
-QUICK_TIME = "about 2 minutes on 2 idle cores, longer on a busy one"  # as the README says (measured there)
+# A suite: a module of rnnscan.bench with NAME (its files' default stem), SUMMARY (its --help paragraph),
+# add_arguments(group), run(args, quiet_import) -> (rows, the JSON's other fields), report(doc, rows),
+# markdown(doc, rows), plot(doc, rows, stem) -> paths written, and work(job, emit) if it runs workers.
+SUITES = {
+    "grid": "grid",  # the default: rnnscan against its peers on three workloads (--quick: CI's run)
+    "keras-lstm": "keras_lstm",  # a Keras 3 LSTM train step, Keras's loop against rnnscan's
+    "long": "long",  # long sequences: remat's memory and time, unroll=k's time
+    # "parallel": "parallel",  # parallel=True against the sequential loop (bench/parallel.py)
+}
 
-DESCRIPTION = """\
-Time rnnscan against the loops you would otherwise use, on this machine, in one
-run: tables on the terminal, and in --out: bench.json (every figure and the
-machine), bench.md (the tables), bench.png (rnnscan's time over each peer's)
-and bench_T.png (time per step against T).
 
-workloads (float32, D=16 input features, a right-padded mask):
-{workloads}
-
-peers: a loop written by hand and Keras 3 on every backend; torch.nn.RNN/LSTM
-(fused) on PyTorch; tf_keras on TensorFlow; the full grid adds torch.compile
-and XLA. Forward and forward+backward (NumPy: forward only).
-
-sizes: T varies at B=32 U=64, then B and U vary one at a time at T=100.
-"""
+def suite(name: str) -> ModuleType:
+    """The module of suite ``name``."""
+    return importlib.import_module(f"{__name__}.{SUITES[name]}")
 
 
 def parser() -> argparse.ArgumentParser:
     """The bench's flags (also the ``bench`` subcommand of ``python -m rnnscan``)."""
+    suites = {name: suite(name) for name in SUITES}
     p = argparse.ArgumentParser(
         prog="python -m rnnscan bench",
-        description=DESCRIPTION.format(
-            workloads="\n".join(f"  {k} {w.title}:\n     {w.definition}" for k, w in WORKLOADS.items())
-        ),
+        description="Time rnnscan on this machine: one suite per run, its tables on the\nterminal and, in --out, "
+        "its JSON (every figure and the machine), a Markdown\nreport and plots. Suites:\n\n"
+        + "\n\n".join(m.SUMMARY for m in suites.values()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--quick", action="store_true", help=f"T in 10,100, B=32, U=64, 5 samples ({QUICK_TIME})")
+    p.add_argument("--suite", choices=list(SUITES), default="grid", help="what to run (default: grid)")
+    p.add_argument("--quick", action="store_true", help="a short run of the suite (grid: CI's)")
     p.add_argument("--out", type=Path, default=Path("rnnscan-bench"), help="output folder (default: rnnscan-bench)")
-    p.add_argument("--name", default="bench", help="the output files' stem (default: bench)")
-    p.add_argument("--repeats", type=int, help="timed samples per figure (default: 7; --quick: 5)")
-    p.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated (default: all installed)")
-    p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated (default: W1,W2,W3)")
-    p.add_argument("--T", dest="times", help="time steps (default: 10,30,100,300,1000)")
-    p.add_argument("--B", dest="batches", help="batch sizes (default: 1,32,256)")
-    p.add_argument("--U", dest="units", help="units (default: 64,256)")
+    p.add_argument("--name", help="the output files' stem (default: bench, keras_lstm, long_sequences)")
+    p.add_argument("--repeats", type=int, help="timed samples per figure (default: the suite's)")
+    p.add_argument("--backends", help="comma-separated (default: every backend the suite runs)")
     p.add_argument("--threads", type=int, help="threads for every framework (default: each one's own; 1 steadies)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--keras-lstm", nargs=argparse.REMAINDER, metavar="FLAGS", help="run the Keras LSTM layer "
-                   "benchmark (rnnscan.bench.keras_lstm) instead; the flags after it are its own")  # fmt: skip
+    p.add_argument("--from-json", type=Path, metavar="JSON", help="run nothing: the report and plots of a JSON file")
+    for name, module in suites.items():
+        module.add_arguments(p.add_argument_group(f"--suite {name}"))
     return p
-
-
-def parse_list(text: str, convert: type, allowed: tuple | None = None) -> tuple:
-    """``"10,100"`` -> ``(10, 100)``, checked against ``allowed``."""
-    values = tuple(convert(v.strip()) for v in text.split(",") if v.strip())
-    bad = [v for v in values if allowed is not None and v not in allowed]
-    if bad or not values:
-        raise ValueError(f"{bad or 'an empty list'} not among {list(allowed or ())}" if bad else "an empty list")
-    return values
-
-
-def settings_from(args: argparse.Namespace) -> Settings:
-    """The flags as :class:`Settings` (``--quick`` over the full grid; explicit sizes win)."""
-    settings = Settings(quick=args.quick, **(QUICK if args.quick else {}))  # type: ignore[arg-type]
-    settings.backends = parse_list(args.backends, str, BACKENDS)
-    settings.workloads = parse_list(args.workloads, str.upper, tuple(WORKLOADS))
-    for name in ("times", "batches", "units"):
-        if getattr(args, name):
-            setattr(settings, name, parse_list(getattr(args, name), int))
-    settings.repeats = settings.repeats if args.repeats is None else args.repeats
-    settings.threads = args.threads
-    if min(settings.repeats, settings.threads or 1, *settings.times, *settings.batches, *settings.units) < 1:
-        raise ValueError("--repeats, --threads, --T, --B and --U must be positive")
-    return settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,65 +69,34 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, command: list[str]) -> int:
-    """Run the benchmark of parsed flags (``command``: the flags as given, for bench.json)."""
-    if args.keras_lstm is not None:
-        return _keras_lstm(args.keras_lstm)
-    try:
-        settings = settings_from(args)
-    except ValueError as error:
-        print(f"python -m rnnscan bench: {error}", file=sys.stderr)
-        return 2
+    """Run the suite of parsed flags (``command``: the flags as given, for the JSON)."""
+    from ..__main__ import quiet_logs, quiet_stderr
+
+    quiet_logs()
     start = time.perf_counter()
-    impls = implementations()
-    absent = [b for b in settings.backends if next(i for i in impls if i.backend == b).missing()]
-    not_run = {b: f"{b} is not installed: {install(b)}" for b in absent}
-    settings.backends = tuple(b for b in settings.backends if b not in absent)
-    limit_threads(settings.threads, torch="torch" in settings.backends)
-    todo, missing = plan(settings, impls)
-    for backend in settings.backends:  # their start-up lines before the progress bar, not through it
-        ops(backend)
-    print(f"rnnscan bench: {len(todo)} figures to time on {', '.join(settings.backends)}", file=sys.stderr)
-    if not_run:
-        print(f"rnnscan bench: not run: {'; '.join(not_run.values())}", file=sys.stderr)
-    bar = _progress_bar(len(todo), enabled=not args.no_progress)
+    if args.from_json is not None:
+        doc = json.loads(args.from_json.read_text())
+        args.suite = doc.get("suite", "grid")
+    module = suite(args.suite)
 
-    def advance(row: Row) -> None:
-        if bar is not None:
-            bar.set_postfix_str(f"{row.backend} {row.impl} {row.workload} T={row.T}", refresh=False)
-            bar.update(1)
+    def quiet_import(framework: str) -> None:  # a framework's start-up lines filtered as its log level says
+        from .._frameworks import ops
 
-    try:
-        rows = derive(execute(todo, settings, impls, advance) + missing)
-    finally:
-        if bar is not None:
-            bar.close()
-    wall = time.perf_counter() - start
+        with quiet_stderr():
+            ops(framework)
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    doc = document(rows, settings, command, not_run, wall)
-    path = {ext: args.out / f"{args.name}{ext}" for ext in (".json", ".md", ".png", "_T.png")}
-    path[".json"].write_text(json.dumps(doc, indent=1))
-    path[".md"].write_text(markdown(rows, doc, settings))
-    plotted = plot_ratios(rows, path[".png"], settings.center) is not None
-    plotted = plot_times(rows, path["_T.png"], *settings.center[1:]) is not None and plotted
-    print_report(rows, settings, not_run)
-    timed = sum(r.status != "missing" for r in rows)
-    files = [path[".json"], path[".md"], *([path[".png"], path["_T.png"]] if plotted else [])]
-    print(f"{timed} figures timed in {wall:.0f} s; wrote {', '.join(map(str, files))}", end="")
-    print("" if plotted else " (no plots: matplotlib is not installed)")
+    if args.from_json is None:
+        try:
+            rows, head = module.run(args, quiet_import)
+        except ValueError as error:
+            print(f"python -m rnnscan bench: {error}", file=sys.stderr)
+            return 2
+        doc = document(args.suite, rows, head, command, time.perf_counter() - start)
+    rows = rows_of(doc)
+    files = write(doc, rows, module, args.out, args.name or module.NAME)
+    print(module.report(doc, rows))
+    timed = sum(r.status in ("ok", "error") for r in rows)
+    plotted = "" if len(files) > 2 else " (no plots: matplotlib is not installed)"
+    how = f"timed in {doc['wall_s']:.0f} s" if args.from_json is None else f"read from {args.from_json}"
+    print(f"{timed} figures {how}; wrote {', '.join(map(str, files))}{plotted}")
     return 0
-
-
-def _keras_lstm(argv: list[str]) -> int:
-    from . import keras_lstm
-
-    return int(keras_lstm.main(argv) or 0)
-
-
-def _progress_bar(total: int, enabled: bool) -> Any:
-    """A tqdm bar on stderr, or None (not enabled, or tqdm not installed)."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, unit="figure", dynamic_ncols=True, file=sys.stderr) if enabled else None

@@ -1,9 +1,11 @@
-"""The plan (which figures to make), its rows, and their making, in this process and in Keras 3 workers.
+"""The one harness of every suite: its rows, the grid's plan, the timing of a problem's implementations
+interleaved, and the worker processes.
 
 Figures are made backend by backend; on a backend, problem by problem (workload,
 sizes, pass), every implementation's samples interleaved (:func:`.timing.measure`),
-so that peers on the same problem see the machine in the same state. Keras 3 runs
-in one subprocess per backend, right after that backend's in-process figures.
+so that peers on the same problem see the machine in the same state. Work that needs
+a process of its own (Keras 3, which fixes its backend per process; a point whose
+peak memory must be its own) runs in ``python -m rnnscan.bench.worker`` (:func:`run_worker`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,15 +26,16 @@ from typing import Any
 import numpy as np
 
 from .peers import BACKEND_MODES, BACKENDS, EXTRAS, FORWARD, Impl
-from .timing import UNSTEADY, measure
+from .timing import UNSTEADY, Timing, measure
 from .workloads import WORKLOADS, make_data
 
-PREFIX = "RESULT "  # a Keras 3 worker's result lines on stdout
+PREFIX = "RESULT "  # a worker's result lines on stdout
 
 
 @dataclass
 class Row:
-    """One figure: what was timed (the first seven fields), how it went, and its numbers (seconds)."""
+    """One figure of any suite: what was timed (the first seven fields), how it went, and its numbers (seconds);
+    what a suite measures besides (memory, a target) is in ``extra``."""
 
     backend: str
     impl: str
@@ -42,7 +46,8 @@ class Row:
     mode: str
     rnnscan: bool = False
     note: str = ""
-    status: str = "planned"  # then "ok", "error" (error, traceback) or "missing" (error: what to install)
+    status: str = "planned"  # then "ok", "error" (error, traceback), "missing" (error: what to install),
+    # "skipped" or "not run" (error: why)
     error: str = ""
     traceback: str = ""
     warmup_s: float | None = None  # the first call
@@ -60,6 +65,7 @@ class Row:
     fastest_peer: str | None = None
     max_rel_diff: float | None = None  # of the checksum against rnnscan's on the same problem
     agrees: bool | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def problem(self) -> tuple[Any, ...]:
@@ -130,7 +136,7 @@ def plan(settings: Settings, impls: list[Impl]) -> tuple[list[Row], list[Row]]:
 
 def install(module: str) -> str:
     """The pip command that installs ``module``."""
-    return f"pip install 'rnnscan[{EXTRAS.get(module, module)}]'"
+    return f'pip install -e ".[{EXTRAS.get(module, module)}]" (in a checkout of rnnscan)'
 
 
 def execute(rows: list[Row], settings: Settings, impls: list[Impl], progress: Callable[[Row], None]) -> list[Row]:
@@ -195,17 +201,24 @@ def run_problem(rows: list[Row], impls: list[Impl], settings: Settings) -> list[
             runners.append(_raiser(error))
     outcomes = measure(runners, settings.repeats, settings.min_sample_s, settings.max_total_s)
     for row, outcome in zip(rows, outcomes):
-        if isinstance(outcome, BaseException):
-            row.status, row.error = "error", f"{type(outcome).__name__}: {outcome}".strip()[:500]
-            row.traceback = "".join(traceback.format_exception(outcome, limit=-8))[-3000:]
-            continue
-        timing, result = outcome
-        for name, value in dataclasses.asdict(timing).items():
-            setattr(row, name, value)
-        row.status, row.per_step_s = "ok", timing.median_s / row.T
-        arrays = [np.asarray(result, np.float64) * data.mask[..., None]] if row.mode == FORWARD else result
-        row.checksum = [float(f(np.asarray(a, np.float64)).sum()) for a in arrays for f in (np.asarray, np.abs)]
+        result = fill(row, outcome)
+        if row.status == "ok":
+            arrays = [np.asarray(result, np.float64) * data.mask[..., None]] if row.mode == FORWARD else result
+            row.checksum = [float(f(np.asarray(a, np.float64)).sum()) for a in arrays for f in (np.asarray, np.abs)]
     return rows
+
+
+def fill(row: Row, outcome: tuple[Timing, Any] | BaseException) -> Any:
+    """Set the row's status and figures from one outcome of :func:`.timing.measure`; the first call's result."""
+    if isinstance(outcome, BaseException):
+        row.status, row.error = "error", f"{type(outcome).__name__}: {outcome}".strip()[:500]
+        row.traceback = "".join(traceback.format_exception(outcome, limit=-8))[-3000:]
+        return None
+    timing, result = outcome
+    for name, value in dataclasses.asdict(timing).items():
+        setattr(row, name, value)
+    row.status, row.per_step_s = "ok", timing.median_s / row.T
+    return result
 
 
 def _raiser(error: BaseException) -> Callable[[], Any]:
@@ -216,30 +229,52 @@ def _raiser(error: BaseException) -> Callable[[], Any]:
 
 
 def keras_worker(backend: str, rows: list[Row], settings: Settings, progress: Callable[[Row], None]) -> list[Row]:
-    """Keras 3's rows of one backend, made in ``python -m rnnscan.bench.keras3_worker`` (a row reported twice:
-    the second, final, version counts); a row it does not report comes back as an error, with its last words."""
-    package_root = str(Path(__file__).resolve().parents[2])
-    env = {
-        **os.environ,
-        "KERAS_BACKEND": backend,
-        "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p),
-    }
-    job = {"backend": backend, "settings": settings.as_dict(), "rows": [r.to_json() for r in rows]}
+    """Keras 3's rows of one backend, made in a worker (a row reported twice: the second, final, version
+    counts); a row it does not report comes back as an error, with the worker's last words."""
     reported: dict[tuple[Any, ...], Row] = {}
+
+    def receive(data: dict[str, Any]) -> None:
+        row = Row.from_json(data)
+        if (row.problem, row.impl) not in reported:
+            progress(row)
+        reported[row.problem, row.impl] = row
+
+    job = {"suite": "grid", "backend": backend, "settings": settings.as_dict(), "rows": [r.to_json() for r in rows]}
+    why = run_worker(job, {**os.environ, "KERAS_BACKEND": backend}, receive=receive)
+    why = f"the Keras 3 worker failed: {why}"
+    return [reported.get((r.problem, r.impl)) or dataclasses.replace(r, status="error", error=why) for r in rows]
+
+
+def run_worker(
+    job: dict[str, Any],
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
+    receive: Callable[[dict[str, Any]], None] = lambda _: None,
+) -> str | None:
+    """Run ``job`` in a fresh ``python -m rnnscan.bench.worker``; each result it prints goes to ``receive`` as it
+    comes. Returns None when the worker exits 0, else why not (a timeout, a signal, its last words)."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")) if p
+    )
+    command, pipe = [sys.executable, "-m", "rnnscan.bench.worker"], subprocess.PIPE
     with tempfile.TemporaryFile(mode="w+") as stderr:
-        command = [sys.executable, "-m", "rnnscan.bench.keras3_worker"]
-        with subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env
-        ) as process:
+        with subprocess.Popen(command, stdin=pipe, stdout=pipe, stderr=stderr, text=True, env=env) as process:
             assert process.stdin is not None and process.stdout is not None
+            killed: list[bool] = []
+            timer = threading.Timer(timeout or 0, lambda: killed.append(True) or process.kill())
+            if timeout:
+                timer.start()
             process.stdin.write(json.dumps(job))
             process.stdin.close()
             for line in process.stdout:
                 if line.startswith(PREFIX):
-                    row = Row.from_json(json.loads(line[len(PREFIX) :]))
-                    if (row.problem, row.impl) not in reported:
-                        progress(row)
-                    reported[row.problem, row.impl] = row
+                    receive(json.loads(line[len(PREFIX) :]))
+        timer.cancel()
         stderr.seek(0)
-        why = f"the Keras 3 worker exited with status {process.returncode}: {stderr.read().strip()[-500:]}"
-    return [reported.get((r.problem, r.impl)) or dataclasses.replace(r, status="error", error=why) for r in rows]
+        words = stderr.read().strip()
+    if killed:
+        return f"timed out after {timeout:.0f} s"
+    if process.returncode < 0:
+        return f"killed by signal {-process.returncode} (out of memory?)"
+    return None if process.returncode == 0 else f"exit status {process.returncode}: {words[-500:]}"

@@ -1,58 +1,100 @@
-"""A Keras 3 ``LSTM(64)`` train step, Keras's own loop against rnnscan's, on each Keras backend.
+"""The Keras LSTM suite (``--suite keras-lstm``): a Keras 3 ``LSTM(64)`` train step, Keras's own loop against
+rnnscan's, on each Keras backend.
 
-``python benchmarks/keras_lstm.py`` (or :func:`main`) runs one subprocess per Keras backend (Keras fixes
-its backend per process). In each, two copies of one model (``[Masking] -> LSTM(64) -> Dense(1)``, MSE,
-Adam, the same initial weights) are built and compiled, one with :mod:`rnnscan.keras` enabled and one
-with Keras's loop, and ``train_on_batch`` on (32, 100, 16) float32 alternates between them, in turn
-first, for ``--repeats`` rounds: both see the same machine conditions. Reported: the median ms per step
-of each, the ratio, the first call (tracing and compiling) apart, and which loop each side ran (a
-probe counts calls of ``keras.src.backend.rnn`` in one forward pass: none means Keras took its fused
-``backend.lstm``, as torch does on CPU without a mask).
+A worker per Keras backend (Keras fixes its backend per process). In each, two copies of one model
+(``[Masking] -> LSTM(64) -> Dense(1)``, MSE, Adam, the same initial weights) are built and compiled, one
+with :mod:`rnnscan.keras` enabled and one with Keras's loop; ``train_on_batch`` on (32, 100, 16) float32
+is timed by :func:`.timing.measure`, one step per sample, the two sides interleaved in turn first, so
+that both see the same machine. A row per side (``keras3``, ``rnnscan``) and case; its note says which
+loop it ran (a probe counts calls of ``keras.src.backend.rnn`` in one forward pass: none means Keras took
+its fused ``backend.lstm``, as torch does on CPU without a mask); its checksum is the first step's loss.
 
-Cases: with a ``Masking`` layer (the last 20 of 100 steps padded; on CPU every backend then runs the
-generic loop), without one and ``use_cudnn=False`` (the generic loop on both sides), and without one as
-Keras chooses (only where that is a fused path: there rnnscan changes nothing), plus torch with
-``jit_compile=True`` (``torch.compile``). Output: a table, and every figure in a JSON file.
+Cases (``--cases``): ``mask`` (a ``Masking`` layer, the last 20 of 100 steps padded; on CPU every backend
+then runs the generic loop), ``no-mask`` (``use_cudnn=False``: the generic loop on both sides), ``fused``
+(no mask, as Keras chooses; kept only where that is a fused path: there rnnscan changes nothing), and on
+torch ``mask-compiled`` and ``no-mask-compiled`` (``jit_compile=True``). One case alone in its worker is
+its steady state: ``--backends torch --cases mask-compiled``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import statistics
-import subprocess
 import sys
-import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from .harness import Row, fill, run_worker
+from .peers import BACKWARD, KERAS3
+from .plots import plot_ratios
+from .report import derive, duration
+from .threads import limit_threads
+from .timing import measure
+
+NAME = "keras_lstm"
 BATCH, TIME, FEATURES, UNITS, PADDED = 32, 100, 16, 64, 20
 BACKENDS = ("jax", "torch", "tensorflow")
-PREFIX = "RESULT "
-
+CASES = {  # --cases key: (the case's name, a Masking layer, use_cudnn, jit_compile)
+    "mask": ("mask", True, "auto", "auto"),
+    "no-mask": ("no mask, use_cudnn=False", False, False, "auto"),
+    "fused": ("no mask, Keras's choice", False, "auto", "auto"),
+    "mask-compiled": ("mask, jit_compile=True", True, "auto", True),  # torch only
+    "no-mask-compiled": ("no mask, use_cudnn=False, jit_compile=True", False, False, True),  # torch only
+}
 # issue 11's targets: Keras's ms over rnnscan's, at least
-TARGETS = {"mask": {"torch": 1.4, "jax": 1.1, "tensorflow": 1.1}, "no mask": 1 / 1.02, "torch compiled": 1.0}
+TARGETS = {"mask": {"torch": 1.4, "jax": 1.1, "tensorflow": 1.1}, "no-mask": 1 / 1.02, "mask-compiled": 1.0}
+SUMMARY = """\
+keras-lstm: a Keras 3 LSTM(64) train step (train_on_batch on (32, 100, 16)
+  float32, MSE, Adam) with Keras's loop and with rnnscan's, the same weights,
+  steps interleaved, in a worker per Keras backend (jax, torch, tensorflow).
+  Cases: mask (a Masking layer, the last 20 steps padded), no-mask
+  (use_cudnn=False), fused (no mask, as Keras chooses; shown only where Keras
+  takes its fused LSTM), and on torch mask-compiled, no-mask-compiled
+  (jit_compile=True). --repeats: steps per side (default 10). Writes
+  keras_lstm.json, keras_lstm.md and keras_lstm.png."""
 
 
-def _target(case: str, backend: str) -> float | None:
-    if case == "mask":
-        return TARGETS["mask"].get(backend)
-    if case.startswith("no mask"):
-        return TARGETS["no mask"]
-    if case.endswith("jit_compile=True"):
-        return TARGETS["torch compiled"]
-    return None
+def add_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--cases", default=",".join(CASES), help=f"comma-separated (default: {','.join(CASES)})")
+    group.add_argument("--warmup", type=int, default=3, help="untimed steps per side first (default: 3)")
+    group.add_argument("--timeout", type=float, default=1800, help="seconds per worker (default: 1800)")
 
 
-# ---------------------------------------------------------------- the worker (one Keras backend)
+def _target(key: str, backend: str) -> float | None:
+    target = TARGETS.get(key.replace("no-mask-compiled", "no-mask"))
+    return target.get(backend) if isinstance(target, dict) else target
 
 
-def _worker(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, quiet_import: Callable[[str], Any]) -> tuple[list[Row], dict[str, Any]]:
+    """A worker per Keras backend: its rows, and what the JSON says of the run besides."""
+    backends = [b.strip() for b in (args.backends or ",".join(BACKENDS)).split(",") if b.strip()]
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    bad = [b for b in backends if b not in BACKENDS] + [c for c in cases if c not in CASES]
+    if bad or not backends or not cases:
+        raise ValueError(f"--backends and --cases: {bad or 'an empty list'} (among {BACKENDS}, {tuple(CASES)})")
+    settings = {"backends": backends, "cases": cases, "repeats": args.repeats or 10, "warmup": args.warmup}
+    settings |= {"threads": args.threads, "B": BATCH, "T": TIME, "D": FEATURES, "U": UNITS, "padded": PADDED}
+    rows: list[Row] = []
+    for backend in backends:
+        print(f"rnnscan bench: keras-lstm on {backend} ...", file=sys.stderr, flush=True)
+        raw: list[dict[str, Any]] = []
+        job = {"suite": "keras-lstm", "backend": backend, **settings}
+        why = run_worker(job, {**os.environ, "KERAS_BACKEND": backend}, args.timeout, raw.append)
+        got = [Row(**r) for r in raw]
+        if why or not got:
+            failed = Row(backend, KERAS3, "all", TIME, BATCH, UNITS, BACKWARD, status="error")
+            failed.error = f"the worker failed: {why or 'no result'}"
+            got.append(failed)
+        rows += got
+    return derive(rows), {"settings": settings, "not_run": {}}
+
+
+def work(job: dict[str, Any], emit: Callable[[Any], None]) -> int:
+    """In a worker (``KERAS_BACKEND=<backend>``): each case's two rows."""
+    limit_threads(job["threads"], torch=job["backend"] == "torch")
     import keras
     import numpy as np
-    from keras import layers
-    from keras.src import backend as kbackend
 
     import rnnscan.keras as rk
 
@@ -65,40 +107,23 @@ def _worker(args: argparse.Namespace) -> int:
 
     def model(mask: bool, cudnn: Any, jit: Any) -> Any:
         keras.utils.set_random_seed(1)
-        stack = [keras.Input((TIME, FEATURES))]
-        stack += [layers.Masking()] if mask else []
-        stack += [layers.LSTM(UNITS, use_cudnn=cudnn), layers.Dense(1)]
-        m = keras.Sequential(stack)
+        stack = [keras.Input((TIME, FEATURES)), *([keras.layers.Masking()] if mask else [])]
+        m = keras.Sequential([*stack, keras.layers.LSTM(UNITS, use_cudnn=cudnn), keras.layers.Dense(1)])
         m.compile(optimizer="adam", loss="mse", jit_compile=jit)
         return m
 
-    def path(m: Any, data: Any) -> str:
-        """Which loop one forward pass runs: the generic ``backend.rnn`` (counted) or the fused ``backend.lstm``."""
-        seen = []
-        inner = kbackend.rnn
+    def side(m: Any, on: bool) -> Callable[[], Any]:
+        def step() -> Any:
+            (rk.enable if on else rk.disable)()
+            return m.train_on_batch(data, y)  # the loss as a float: the step has finished
 
-        def counting(*a: Any, **k: Any) -> Any:
-            seen.append(1)
-            return inner(*a, **k)
+        return step
 
-        kbackend.rnn = counting
-        try:
-            m(data[:2])
-        finally:
-            kbackend.rnn = inner
-        return "generic loop" if seen else "fused backend.lstm"
-
-    cases: list[tuple[str, bool, Any, Any]] = [
-        ("mask", True, "auto", "auto"),
-        ("no mask, use_cudnn=False", False, False, "auto"),
-        ("no mask, Keras's choice", False, "auto", "auto"),
-    ]
-    if backend == "torch" and not args.no_compile:
-        cases += [
-            ("mask, jit_compile=True", True, "auto", True),
-            ("no mask, use_cudnn=False, jit_compile=True", False, False, True),
-        ]
-    for name, mask, cudnn, jit in cases:
+    for key in job["cases"]:
+        name, mask, cudnn, jit = CASES[key]
+        if jit is True and backend != "torch":
+            continue
+        rows = [Row(backend, impl, name, TIME, BATCH, UNITS, BACKWARD, impl != KERAS3) for impl in (KERAS3, "rnnscan")]
         data = x_masked if mask else x
         try:
             rk.disable()
@@ -106,144 +131,88 @@ def _worker(args: argparse.Namespace) -> int:
             with rk.enabled():
                 ours = model(mask, cudnn, jit)
                 ours.set_weights(theirs.get_weights())
-                ours_path = path(ours, data)
-            theirs_path = path(theirs, data)
-            if name == "no mask, Keras's choice" and theirs_path == "generic loop":
-                continue  # the same as use_cudnn=False here
-            sides = {"keras": (theirs, False), "rnnscan": (ours, True)}
-            first: dict[str, float] = {}
-            times: dict[str, list[float]] = {"keras": [], "rnnscan": []}
-            for side, (m, on) in sides.items():  # the first call traces and compiles
-                (rk.enable if on else rk.disable)()
-                start = time.perf_counter()
-                for _ in range(args.warmup):
-                    m.train_on_batch(data, y)
-                first[side] = time.perf_counter() - start
-            for r in range(args.repeats):
-                order = list(sides) if r % 2 == 0 else list(reversed(sides))
-                for side in order:
-                    m, on = sides[side]
-                    (rk.enable if on else rk.disable)()
-                    start = time.perf_counter()
-                    m.train_on_batch(data, y)  # returns the loss as a float: the step has finished
-                    times[side].append(time.perf_counter() - start)
+                paths = [_loop_path(ours, data)]
+            paths.insert(0, _loop_path(theirs, data))
+            if key == "fused" and paths[0] == "generic loop":
+                continue  # the same as no-mask here
+            steps = [side(theirs, False), side(ours, True)]
+            outcomes = measure(steps, job["repeats"], min_sample_s=0.0, max_total_s=1e9, warmup=job["warmup"])
             rk.disable()
-            keras_ms = 1e3 * statistics.median(times["keras"])
-            ours_ms = 1e3 * statistics.median(times["rnnscan"])
-            row = dict(
-                backend=backend,
-                case=name,
-                keras_path=theirs_path,
-                rnnscan_path=ours_path,
-                keras_ms=keras_ms,
-                rnnscan_ms=ours_ms,
-                speedup=keras_ms / ours_ms,
-                target=_target(name, backend),
-                keras_first_s=first["keras"],
-                rnnscan_first_s=first["rnnscan"],
-                keras_times_ms=[1e3 * t for t in times["keras"]],
-                rnnscan_times_ms=[1e3 * t for t in times["rnnscan"]],
-            )
+            for row, path, outcome in zip(rows, paths, outcomes):
+                loss = fill(row, outcome)
+                row.note, row.extra["target"] = path, _target(key, backend) if row.rnnscan else None
+                row.checksum = [] if loss is None else [float(loss), abs(float(loss))]
         except Exception as error:  # one failing case is reported, not fatal
-            row = dict(backend=backend, case=name, error=f"{type(error).__name__}: {error}"[:2000])
-        sys.stdout.write(PREFIX + json.dumps(row) + "\n")
-        sys.stdout.flush()
+            for row in rows:
+                row.status, row.error = "error", f"{type(error).__name__}: {error}"[:2000]
+        for row in rows:
+            emit(row)
     return 0
 
 
-# ---------------------------------------------------------------- the front end
+def _loop_path(m: Any, data: Any) -> str:
+    """Which loop one forward pass runs: the generic ``backend.rnn`` (counted) or the fused ``backend.lstm``."""
+    from keras.src import backend
 
+    seen, inner = [], backend.rnn
 
-def _run_backend(backend: str, args: argparse.Namespace) -> list[dict[str, Any]]:
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-    cmd = [sys.executable, "-m", "rnnscan.bench.keras_lstm", "--worker", "--repeats", str(args.repeats)]
-    cmd += ["--warmup", str(args.warmup)] + (["--no-compile"] if args.no_compile else [])
+    def counting(*a: Any, **k: Any) -> Any:
+        seen.append(1)
+        return inner(*a, **k)
+
+    backend.rnn = counting
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        return [dict(backend=backend, case="all", error=f"timed out after {args.timeout} s")]
-    rows = [json.loads(line[len(PREFIX) :]) for line in proc.stdout.splitlines() if line.startswith(PREFIX)]
-    if proc.returncode != 0 or not rows:
-        rows.append(dict(backend=backend, case="all", error=f"exit {proc.returncode}: {proc.stderr[-2000:]}"))
-    return rows
+        m(data[:2])
+    finally:
+        backend.rnn = inner
+    return "generic loop" if seen else "fused backend.lstm"
 
 
-def _machine() -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {}
-    for package in ("keras", "jax", "torch", "tensorflow"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            pass
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return dict(
-        platform=platform.platform(),
-        processor=platform.processor(),
-        cpus=os.cpu_count(),
-        python=platform.python_version(),
-        versions=versions,
-        load_average_at_start=load,
-    )
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    """The plain table: ms per train step, Keras over rnnscan, the issue's target beside it."""
-    head = (
-        f"{'backend':<11} {'case':<44} {'loop (Keras / rnnscan)':<40} {'Keras ms':>9} {'rnnscan ms':>10} "
-        f"{'speedup':>8} {'target':>7} {'1st call s (K / r)':>19}"
-    )
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"{r['backend']:<11} {r['case']:<44} ERROR {r['error'].splitlines()[-1][:150]}")
+def table(rows: list[Row]) -> list[str]:
+    """ms per train step, Keras's and rnnscan's, the speedup (Keras ms / rnnscan ms), the target beside it."""
+    lines = [
+        "| Keras backend | case | loop (Keras / rnnscan) | Keras ms | rnnscan ms | speedup | target | first calls |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    pairs: dict[tuple[str, str], dict[str, Row]] = {}
+    for row in rows:
+        pairs.setdefault((row.backend, row.workload), {})[row.impl] = row
+    for (backend, case), pair in pairs.items():
+        keras_row, ours = pair.get(KERAS3), pair.get("rnnscan")
+        if keras_row is None or ours is None or "ok" != keras_row.status or "ok" != ours.status:
+            error = next(r.error for r in pair.values() if r.status != "ok").splitlines()
+            lines.append(f"| {backend} | {case} | error: {(error or [''])[-1][:150]} | | | | | |")
             continue
-        target = f">={r['target']:.2f}" if r["target"] else ""
-        paths = f"{r['keras_path']} / {r['rnnscan_path']}"
-        first = f"{r['keras_first_s']:.1f} / {r['rnnscan_first_s']:.1f}"
+        target = ours.extra.get("target")
+        k_ms, r_ms = (1e3 * (r.median_s or 0) for r in (keras_row, ours))
+        first = f"{duration(keras_row.warmup_s or 0)} / {duration(ours.warmup_s or 0)}"
         lines.append(
-            f"{r['backend']:<11} {r['case']:<44} {paths:<40} {r['keras_ms']:>9.2f} {r['rnnscan_ms']:>10.2f} "
-            f"{r['speedup']:>7.2f}x {target:>7} {first:>19}"
+            f"| {backend} | {case} | {keras_row.note} / {ours.note} | {k_ms:.2f} | {r_ms:.2f} | {k_ms / r_ms:.2f}x "
+            f"| {f'≥ {target:.2f}x' if target else ''} | {first} |"
         )
-    return "\n".join(lines)
+    return lines
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python benchmarks/keras_lstm.py",
-        description="Keras 3 LSTM(64) train step on (32, 100, 16): Keras's loop against rnnscan's, per backend.",
+def report(doc: dict[str, Any], rows: list[Row]) -> str:
+    s = doc["settings"]
+    head = (
+        f"Keras 3 LSTM({s['U']}) train_on_batch on ({s['B']}, {s['T']}, {s['D']}) float32; masked cases pad the last "
+        f"{s['padded']} steps. Median of {s['repeats']} interleaved steps per side (first calls: the first "
+        f"{s['warmup']}); speedup = Keras ms / rnnscan ms."
     )
-    p.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated Keras backends (default: all)")
-    p.add_argument("--repeats", type=int, default=10, help="interleaved timed steps per side (median reported)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per side first (their total: '1st call')")
-    p.add_argument("--no-compile", action="store_true", help="skip torch with jit_compile=True")
-    p.add_argument("--json", default="keras_lstm.json", help="where to write every figure (default: %(default)s)")
-    p.add_argument("--timeout", type=float, default=1800, help="seconds per backend before giving up")
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    return p
+    differs = [f"{r.backend} {r.workload}" for r in rows if r.agrees is False]
+    notes = [f"The first losses differ (over 1e-3, relative): {', '.join(differs)}."] if differs else []
+    return "\n".join([head, "", *table(rows), *notes])
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; print the table, write the JSON. 0 when every case ran."""
-    args = _parser().parse_args(argv)
-    if args.worker:
-        return _worker(args)
-    machine = _machine()
-    rows: list[dict[str, Any]] = []
-    for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
-        print(f"{backend} ...", file=sys.stderr, flush=True)
-        rows += _run_backend(backend, args)
-    print(
-        f"Keras 3 LSTM({UNITS}) train_on_batch on ({BATCH}, {TIME}, {FEATURES}) float32; masked cases pad the last "
-        f"{PADDED} steps. Median of {args.repeats} interleaved steps per side; speedup = Keras ms / rnnscan ms."
-    )
-    print(table(rows))
-    with open(args.json, "w") as f:
-        json.dump(dict(benchmark="keras_lstm", args=vars(args), machine=machine, rows=rows), f, indent=1)
-    print(f"wrote {args.json}")
-    return 0 if rows and not any("error" in r for r in rows) else 1
+def markdown(doc: dict[str, Any], rows: list[Row]) -> str:
+    m = doc["machine"]
+    where = f"{doc['date']}, `{doc['command']}`, {m.get('cpu')} ({m.get('cpus_usable')} usable CPUs)"
+    wall = f", in {doc['wall_s']:.0f} s" if doc.get("wall_s") is not None else ""
+    return f"{where}{wall}.\n\n{report(doc, rows)}\n"
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def plot(doc: dict[str, Any], rows: list[Row], stem: Path) -> list[Path]:
+    """rnnscan's time over Keras's, a panel per Keras backend, a line per case."""
+    path = stem.with_suffix(".png")
+    return [] if plot_ratios(rows, path, (TIME, BATCH, UNITS)) is None else [path]

@@ -1,4 +1,5 @@
-"""Ratios and checks across rows, and what a user reads: the tables, their notes and the JSON (plots: .plots).
+"""The one report: every suite's JSON document and files (:func:`document`, :func:`write`), the machine, and
+the grid's ratios, checks, tables and notes (plots: .plots; a suite's own tables: its module).
 
 * Ratios: every figure over the fastest peer (not rnnscan) on the same problem
   (backend, workload, sizes, pass), so that results from different machines compare.
@@ -11,12 +12,15 @@ from __future__ import annotations
 import datetime
 import functools
 import importlib.metadata
+import json
 import math
 import os
 import platform
 import sys
 import textwrap
 from collections import defaultdict
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from .harness import Row, Settings, groups
@@ -93,21 +97,28 @@ def _version(name: str) -> str | None:
         return None
 
 
-def document(
-    rows: list[Row], settings: Settings, command: list[str], not_run: dict[str, str], wall_s: float
-) -> dict[str, Any]:
-    """The JSON document: settings, machine, wall time, the backends not run and every row."""
+def document(suite: str, rows: list[Row], head: dict[str, Any], command: list[str], wall_s: float) -> dict[str, Any]:
+    """The JSON document of every suite: the suite, date, command, machine, wall time, what the suite says of
+    the run (``head``: at least ``settings`` and ``not_run``) and every row."""
     return {
-        "schema": 2,
+        "schema": 3,
+        "suite": suite,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python -m rnnscan bench", *command]),
-        "settings": {**settings.as_dict(), "D": INPUT_DIM, "dtype": "float32"},
-        "workloads": {k: f"{w.title}: {w.definition}" for k, w in WORKLOADS.items()},
         "machine": machine(),
         "wall_s": wall_s,
-        "not_run": not_run,
+        **head,
         "rows": [r.to_json() for r in rows],
     }
+
+
+def write(doc: dict[str, Any], rows: list[Row], suite: ModuleType, out: Path, name: str) -> list[Path]:
+    """``<name>.json``, ``<name>.md`` and the suite's plots into ``out``: the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.json", out / f"{name}.md"]
+    paths[0].write_text(json.dumps(doc, indent=1) + "\n")
+    paths[1].write_text(suite.markdown(doc, rows))
+    return paths + suite.plot(doc, rows, out / name)
 
 
 def rows_of(doc: dict[str, Any]) -> list[Row]:
@@ -223,7 +234,7 @@ def print_report(rows: list[Row], settings: Settings, not_run: dict[str, str], o
     print("\n".join(["", "notes:", *map(wrap, notes(rows, not_run))]), file=out)
 
 
-def markdown(rows: list[Row], doc: dict[str, Any], settings: Settings) -> str:
+def markdown_grid(rows: list[Row], doc: dict[str, Any], settings: Settings) -> str:
     """bench.md: the machine and date, the workloads, every backend's table, the notes."""
     m = doc["machine"]
     parts = [

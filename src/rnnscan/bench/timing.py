@@ -18,7 +18,7 @@ UNSTEADY = 1.5  # a median this many times the fastest sample means a busy spell
 
 @dataclass(frozen=True)
 class Timing:
-    """Seconds per call: the first call apart, then the median and spread of the samples."""
+    """Seconds per call: the first call (or calls) apart, then the median and spread of the samples."""
 
     warmup_s: float  # the first call: tracing, compilation, caches
     median_s: float
@@ -37,10 +37,11 @@ def measure(
     min_sample_s: float = 0.02,
     max_total_s: float = 10.0,
     clock: Callable[[], float] = time.perf_counter,
+    warmup: int = 1,
 ) -> list[tuple[Timing, Any] | BaseException]:
     """Time callables doing the same work; for each, its timing and first result, or the exception it raised.
 
-    Each gets a warm-up call and an untimed call (which sizes its samples: a
+    Each gets ``warmup`` calls (timed together: the first call) and an untimed call (which sizes its samples: a
     sample averages calls up to ``min_sample_s``), then ``repeats`` samples (at
     least 3 or ``repeats``, fewer when that would exceed ``max_total_s`` each),
     taken in rounds, one of each callable per round in a rotating order, so that a
@@ -54,10 +55,12 @@ def measure(
         try:
             start = clock()
             result = fn()
-            warmup = clock() - start
+            for _ in range(warmup - 1):
+                fn()
+            first = clock() - start
             start = clock()
             fn()
-            firsts[i] = (warmup, max(clock() - start, 1e-7), result)
+            firsts[i] = (first, max(clock() - start, 1e-7), result)
         except Exception as error:  # reported in its row; the others go on
             errors[i] = error
     live = list(firsts)

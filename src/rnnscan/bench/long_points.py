@@ -1,6 +1,5 @@
-"""One measured point each: an LSTM forward+backward with or without remat, or W1's time against unroll=k.
-
-Run in a fresh process per point (:mod:`.worker`), so that a point's peak memory is its own.
+"""The long-sequence suite's points, each run in a fresh worker (:mod:`.long`), so that its peak memory is its
+own: an LSTM forward+backward with or without remat, XLA's figures for one compiled, or W1 against unroll=k.
 Frameworks are imported inside the functions.
 
 * LSTM (B=32, U=256, D=32, float32, ``return_all_outputs=False``): loss = sum of the last
@@ -9,8 +8,8 @@ Frameworks are imported inside the functions.
   torch: eager, ``torch.autograd.grad``; TensorFlow: a ``tf.function`` of a ``GradientTape`` pass
   over ``tf.Variable`` weights.
 * W1 (masked tanh SimpleRNN, B=32, D=16, U=64): forward and forward+backward with ``unroll=k``,
-  built by the ``rnnscan.bench`` harnesses (JAX jit, TF ``tf.function``, ``torch.compile``
-  fullgraph), the k values timed interleaved by ``rnnscan.bench.timing.measure``.
+  built by the grid's harnesses (JAX jit, TF ``tf.function``, ``torch.compile`` fullgraph), the k
+  values timed interleaved by the grid's :func:`.harness.run_problem`.
 """
 
 from __future__ import annotations
@@ -26,10 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from .._frameworks import ops
+from .harness import Row, Settings, run_problem
+from .peers import MODES, Impl, jax_harness, tensorflow_harness, torch_harness
+from .workloads import lstm_step
+
 BATCH, UNITS, FEATURES = 32, 256, 32
 W1_BATCH, W1_UNITS = 32, 64
-#: printed before the one JSON line of a worker's result
-MARKER = "LONG_SEQUENCES_RESULT "
 
 
 # -- memory ---------------------------------------------------------------------------
@@ -125,13 +127,6 @@ def lstm_arrays(time_steps: int, seed: int = 0) -> dict[str, np.ndarray]:
 WEIGHTS = ("W", "U", "b")
 
 
-def _lstm_step(framework: str, params: dict[str, Any]) -> Callable[..., Any]:
-    from rnnscan._frameworks import ops
-    from rnnscan.bench.workloads import lstm_step
-
-    return lstm_step(ops(framework), params)
-
-
 def lstm_jax(data: dict[str, np.ndarray], remat: bool | int) -> tuple[Callable[[], Any], dict[str, Any]]:
     """``(run, info)``: the compiled ``jax.grad``; ``info`` holds its ``memory_analysis()`` and compile time."""
     import jax
@@ -144,7 +139,9 @@ def lstm_jax(data: dict[str, np.ndarray], remat: bool | int) -> tuple[Callable[[
 
     def loss(params: Any, x: Any) -> Any:
         zeros = jnp.zeros((BATCH, UNITS), jnp.float32)
-        last, _, _ = rnnscan.rnn(_lstm_step("jax", params), x, [zeros, zeros], return_all_outputs=False, remat=remat)
+        last, _, _ = rnnscan.rnn(
+            lstm_step(ops("jax"), params), x, [zeros, zeros], return_all_outputs=False, remat=remat
+        )
         return jnp.sum(last)
 
     start = time.perf_counter()
@@ -173,7 +170,7 @@ def lstm_torch(data: dict[str, np.ndarray], remat: bool | int) -> tuple[Callable
 
     params = {k: torch.from_numpy(data[k]).requires_grad_() for k in WEIGHTS}
     x = torch.from_numpy(data["x"])
-    step = _lstm_step("torch", params)
+    step = lstm_step(ops("torch"), params)
 
     def run() -> Any:
         zeros = torch.zeros((BATCH, UNITS))
@@ -191,7 +188,7 @@ def lstm_tensorflow(data: dict[str, np.ndarray], remat: bool | int) -> tuple[Cal
 
     params = {k: tf.Variable(data[k]) for k in WEIGHTS}
     x = tf.constant(data["x"])
-    step = _lstm_step("tensorflow", params)
+    step = lstm_step(ops("tensorflow"), params)
 
     @tf.function
     def train(x: Any) -> Any:
@@ -213,7 +210,7 @@ def lstm_point(backend: str, time_steps: int, remat: bool | int, repeats: int) -
 
     data = lstm_arrays(time_steps)
     run, info = LSTM_BUILDERS[backend](data, remat)
-    allocator = _TensorFlowAllocator() if backend == "tensorflow" else None
+    allocator = _tf_allocator() if backend == "tensorflow" else None
     times = []
     with PeakRss() as rss:
         with PeakRss() as first_rss:
@@ -227,42 +224,27 @@ def lstm_point(backend: str, time_steps: int, remat: bool | int, repeats: int) -
                 run()
                 times.append(time.perf_counter() - start)
     if allocator is not None:
-        info.update(allocator.summary())
+        info.update(allocator())
     info["rss_first_call_growth_bytes"] = first_rss.peak - first_rss.before
     if repeats and trimmed:
         # freed memory handed back to the system first: what one call needs, the first call's one-off costs apart
         info["rss_per_call_growth_bytes"] = later_rss.peak - later_rss.before
     median = statistics.median(times) if times else first
-    return {
-        "kind": "lstm",
-        "backend": backend,
-        "T": time_steps,
-        "remat": remat,
-        "segment": segment_length(remat, time_steps),
-        "first_call_s": first,
-        "times_s": times,
-        "median_s": median,
-        "per_step_us": median / time_steps * 1e6,
-        # the gradients' sizes, to check that remat on and off compute the same thing
-        "grad_norms": [float(np.linalg.norm(g)) for g in grads],
-        **rss.summary(),
-        **info,
-    }
+    return {"kind": "lstm", "backend": backend, "T": time_steps, "remat": remat,
+            "segment": segment_length(remat, time_steps), "first_call_s": first, "times_s": times, "median_s": median,
+            "per_step_us": median / time_steps * 1e6,
+            # the gradients' sizes, to check that remat on and off compute the same thing
+            "grad_norms": [float(np.linalg.norm(g)) for g in grads], **rss.summary(), **info}  # fmt: skip
 
 
-class _TensorFlowAllocator:
+def _tf_allocator() -> Callable[[], dict[str, int]]:
     """TensorFlow's own account of its CPU allocator: the peak bytes of tensors alive, from now on."""
+    import tensorflow as tf
 
-    def __init__(self) -> None:
-        import tensorflow as tf
-
-        tf.config.experimental.reset_memory_stats("CPU:0")
-        self.before = tf.config.experimental.get_memory_info("CPU:0")["current"]
-
-    def summary(self) -> dict[str, int]:
-        import tensorflow as tf
-
-        return {"tf_allocator_peak_growth_bytes": tf.config.experimental.get_memory_info("CPU:0")["peak"] - self.before}
+    memory = tf.config.experimental
+    memory.reset_memory_stats("CPU:0")
+    before = memory.get_memory_info("CPU:0")["current"]
+    return lambda: {"tf_allocator_peak_growth_bytes": memory.get_memory_info("CPU:0")["peak"] - before}
 
 
 def jax_memory_point(time_steps: int, remat: bool | int) -> dict[str, Any]:
@@ -284,13 +266,9 @@ def _unroll_call(k: int) -> Callable[..., Any]:
     return rnn_call
 
 
-def unroll_point(backend: str, time_steps: int, ks: list[int], repeats: int, max_total_s: float) -> dict[str, Any]:
+def unroll_rows(backend: str, time_steps: int, ks: list[int], repeats: int, max_total_s: float) -> list[Row]:
     """W1's forward and forward+backward for each ``unroll=k``, timed interleaved; the first call apart
     (for ``torch.compile``, that is the compilation)."""
-    from rnnscan.bench import peers
-    from rnnscan.bench.timing import measure
-    from rnnscan.bench.workloads import make_data
-
     if backend == "torch":
         import torch
 
@@ -300,43 +278,23 @@ def unroll_point(backend: str, time_steps: int, ks: list[int], repeats: int, max
         # Recompiling for a second k would otherwise make k a symbolic int, which rnnscan's
         # loop layout cannot take (torch 2.13: "unsupported operand type(s) for divmod()").
         torch._dynamo.config.automatic_dynamic_shapes = False
-        harness = peers.torch_harness
-        builder: Callable[..., Any] = lambda call: harness(call, compile=True)  # noqa: E731
+        builder: Callable[..., Any] = lambda call: torch_harness(call, compile=True)  # noqa: E731
     else:
-        builder = {"jax": peers.jax_harness, "tensorflow": peers.tensorflow_harness}[backend]
-    data = make_data("W1", W1_BATCH, time_steps, W1_UNITS)
-    passes = {}
-    for mode in peers.MODES:
-        runners = [builder(_unroll_call(k))(data, mode) for k in ks]
-        rows = []
-        for k, result in zip(ks, measure(runners, repeats, max_total_s=max_total_s)):
-            if isinstance(result, BaseException):
-                rows.append({"k": k, "error": f"{type(result).__name__}: {result}"})
-                continue
-            timing, _ = result
-            rows.append(
-                {
-                    "k": k,
-                    "median_s": timing.median_s,
-                    "q1_s": timing.q1_s,
-                    "q3_s": timing.q3_s,
-                    "first_call_s": timing.warmup_s,
-                    "samples": timing.samples,
-                    "steady": timing.steady,
-                }
-            )
-        passes[mode] = rows
-    return {"kind": "unroll", "backend": backend, "T": time_steps, "workload": "W1", "passes": passes}
+        builder = {"jax": jax_harness, "tensorflow": tensorflow_harness}[backend]
+    settings = Settings(repeats=repeats, max_total_s=max_total_s)
+    impls = [Impl(backend, f"unroll={k}", builder(_unroll_call(k)), rnnscan=True) for k in ks]
+    rows = []
+    for mode in MODES:
+        group = [Row(backend, i.name, "W1", time_steps, W1_BATCH, W1_UNITS, mode, True, extra={"k": k})
+                 for i, k in zip(impls, ks)]  # fmt: skip
+        rows += run_problem(group, impls, settings)
+    return rows
 
 
-def run(spec: dict[str, Any]) -> dict[str, Any]:
-    """The point ``spec`` describes (a dict with its ``kind`` and arguments)."""
+def run(spec: dict[str, Any]) -> list[Any]:
+    """The results of the point ``spec`` describes (a dict with its ``kind`` and arguments)."""
     spec = dict(spec)
     kind = spec.pop("kind")
-    if kind == "lstm":
-        return lstm_point(**spec)
-    if kind == "jax_memory":
-        return jax_memory_point(**spec)
     if kind == "unroll":
-        return unroll_point(**spec)
-    raise ValueError(f"unknown point kind {kind!r}")
+        return list(unroll_rows(**spec))
+    return [{"lstm": lstm_point, "jax_memory": jax_memory_point}[kind](**spec)]

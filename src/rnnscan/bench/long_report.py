@@ -1,17 +1,51 @@
-"""The run's figures: a JSON file, a Markdown table (with the targets beside it) and a plot."""
+"""The long-sequence suite's tables: the remat table with its ratios and the targets beside it, the summary
+table, and the time against unroll=k (its plot: :func:`.plots.plot_long`).
+
+The LSTM points travel as rows (:class:`.harness.Row`, their memory figures in ``extra``); :func:`record`
+and :func:`to_row` turn one into the flat record the tables read, and back.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from .plan import GIB, memory_of
+from .harness import Row
+from .peers import BACKWARD
 
+GIB = 2**30
 NAMES = {"jax": "JAX jit", "torch": "PyTorch eager", "tensorflow": "TensorFlow tf.function"}
 UNROLL_NAMES = {"jax": "JAX jit", "torch": "torch.compile (fullgraph)", "tensorflow": "TensorFlow tf.function"}
 MEASURE = {"jax": "XLA temporaries", "torch": "peak RSS growth", "tensorflow": "peak RSS growth"}
 MEMORY_TARGET = {"jax": 20.0, "torch": 5.0, "tensorflow": 5.0}
 TIME_TARGET = 1.5
-COLOURS = {"jax": "tab:blue", "torch": "tab:orange", "tensorflow": "tab:green"}
+ROW_FIELDS = {"backend", "T", "status", "reason", "median_s", "first_call_s", "times_s"}
+
+
+def record(row: Row) -> dict[str, Any]:
+    """An LSTM point's row as the flat record the tables and the plot read."""
+    found = {"backend": row.backend, "T": row.T, "status": row.status, "reason": row.error, **row.extra}
+    return found | {"median_s": row.median_s, "first_call_s": row.warmup_s, "per_step_us": (row.per_step_s or 0) * 1e6}
+
+
+def to_row(found: dict[str, Any]) -> Row:
+    """A point's record (from a worker, or one not run) as a row."""
+    row = Row(
+        found["backend"], f"remat={found['remat']}", "LSTM", found["T"], 32, 256, BACKWARD, True, status=found["status"]
+    )
+    row.error, row.warmup_s, row.median_s = found.get("reason", ""), found.get("first_call_s"), found.get("median_s")
+    times = found.get("times_s") or []
+    row.min_s, row.max_s, row.samples = min(times, default=None), max(times, default=None), len(times)
+    row.per_step_s = None if row.median_s is None else row.median_s / row.T
+    row.calls_per_sample = 1 if times else 0
+    row.extra = {k: v for k, v in found.items() if k not in ROW_FIELDS | {"per_step_us"}} | {"times_s": times}
+    return row
+
+
+def memory_of(found: dict[str, Any] | None) -> int | None:
+    """The figure a point's memory is judged by: XLA's temporaries on JAX, the peak RSS growth elsewhere."""
+    if found is None or found.get("status") not in ("ok", "compiled, not run"):
+        return None
+    return found.get("xla_temp_size_in_bytes" if found["backend"] == "jax" else "rss_peak_growth_bytes")
 
 
 def size(n: float | None) -> str:
@@ -34,27 +68,27 @@ def _find(records: list[dict[str, Any]], backend: str, time_steps: int, remat: b
     return next((r for r in records if r["backend"] == backend and r["T"] == time_steps and r["remat"] == remat), None)
 
 
-def _cell(record: dict[str, Any] | None, what: str) -> str:
+def _cell(found: dict[str, Any] | None, what: str) -> str:
     """A table cell: the measured figure, or what stood in for it."""
-    if record is None:
+    if found is None:
         return "—"
-    if record["status"] == "ok":
+    if found["status"] == "ok":
         if what == "memory":
-            segment = f" (k={record['segment']})" if record.get("segment") else ""
-            return size(memory_of(record)) + segment
-        return seconds(record["median_s"])
-    if record["status"] == "not run":
-        guess = record.get("extrapolated")
+            segment = f" (k={found['segment']})" if found.get("segment") else ""
+            return size(memory_of(found)) + segment
+        return seconds(found["median_s"])
+    if found["status"] == "not run":
+        guess = found.get("extrapolated")
         parts = [f"not run; ≈{size(guess['bytes'])} extrapolated"] if what == "memory" and guess else ["not run"]
-        if what == "memory" and "compiled" in record:
-            parts.append(f"{size(record['compiled'].get('xla_temp_size_in_bytes'))} compiled")
+        if what == "memory" and "compiled" in found:
+            parts.append(f"{size(found['compiled'].get('xla_temp_size_in_bytes'))} compiled")
         return ", ".join(parts)
-    return f"{record['status']}" + (" (see notes)" if what == "memory" else "")
+    return f"{found['status']}" + (" (see notes)" if what == "memory" else "")
 
 
-def per_call(record: dict[str, Any] | None) -> int | None:
+def per_call(found: dict[str, Any] | None) -> int | None:
     """The RSS growth of the calls after the first (freed memory handed back to the system before them)."""
-    return record.get("rss_per_call_growth_bytes") if record and record["status"] == "ok" else None
+    return found.get("rss_per_call_growth_bytes") if found and found["status"] == "ok" else None
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -118,38 +152,29 @@ def long_lines(records: list[dict[str, Any]], remat_only_T: tuple[int, ...]) -> 
     return lines
 
 
-def unroll_table(records: list[dict[str, Any]]) -> list[str]:
+def unroll_table(rows: list[Row]) -> list[str]:
     """W1's time per call for each unroll=k, with its ratio to k=1; torch.compile's first calls apart."""
-    ok = [r for r in records if r["status"] == "ok"]
-    if not ok:
-        return [f"- unroll: {r['backend']}: {r['status']}: {r.get('reason', '')}" for r in records]
-    ks = [row["k"] for row in next(iter(ok[0]["passes"].values()))]
+    ok = [r for r in rows if r.status == "ok"]
+    failed = [f"- unroll: {r.backend}, {r.mode}, {r.impl}: {r.status}: {r.error}" for r in rows if r.status != "ok"]
+    ks = sorted({r.extra["k"] for r in ok})
     lines = ["| backend, pass | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---:|" * len(ks)]
     compile_lines = []
-    for record in ok:
-        for mode, cells in record["passes"].items():
-            base = cells[0].get("median_s")
-            texts = []
-            for cell in cells:
-                if "error" in cell:
-                    texts.append("error")
-                    continue
-                ratio = f" ({cell['median_s'] / base:.2f}x)" if base and cell["k"] != ks[0] else ""
-                texts.append(seconds(cell["median_s"]) + ratio)
-            lines.append(f"| {UNROLL_NAMES[record['backend']]}, {mode} | " + " | ".join(texts) + " |")
-            if record["backend"] == "torch":
-                firsts = " | ".join(seconds(c.get("first_call_s")) for c in cells)
-                compile_lines.append(f"| torch.compile first call (compiles), {mode} | {firsts} |")
-    return (
-        lines
-        + compile_lines
-        + [f"- unroll: {r['backend']}: {r['status']}: {r.get('reason', '')}" for r in records if r["status"] != "ok"]
-    )
+    for backend, mode in dict.fromkeys((r.backend, r.mode) for r in ok):
+        cells = {r.extra["k"]: r for r in ok if (r.backend, r.mode) == (backend, mode)}
+        base = cells[ks[0]].median_s if ks[0] in cells else None
+        texts = [
+            seconds(c.median_s) + (f" ({c.median_s / base:.2f}x)" if base and k != ks[0] else "") if c else "error"
+            for k, c in ((k, cells.get(k)) for k in ks)
+        ]
+        lines.append(f"| {UNROLL_NAMES[backend]}, {mode} | " + " | ".join(texts) + " |")
+        if backend == "torch":
+            firsts = " | ".join(seconds(cells[k].warmup_s) if k in cells else "" for k in ks)
+            compile_lines.append(f"| torch.compile first call (compiles), {mode} | {firsts} |")
+    return (lines if ok else []) + compile_lines + failed
 
 
-def summary_table(result: dict[str, Any]) -> list[str]:
-    """The README's table: memory and time per call, a row per backend and setting, a column per T."""
-    records = result["lstm"]
+def summary_table(records: list[dict[str, Any]]) -> list[str]:
+    """The short table: memory and time per call, a row per backend and setting, a column per T."""
     all_T = sorted({r["T"] for r in records})
     lines = ["| backend | remat | " + " | ".join(f"T={t:,}" for t in all_T) + " |", "|---|---|" + "---:|" * len(all_T)]
     for backend in dict.fromkeys(r["backend"] for r in records):
@@ -169,19 +194,28 @@ def summary_table(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def markdown(result: dict[str, Any]) -> str:
+def machine_summary(doc: dict[str, Any]) -> str:
+    """The cores, CPU, framework versions and threads of a run, in a line."""
+    m, threads = doc["machine"], doc["settings"].get("threads")
+    versions = ", ".join(
+        f"{k} {v}" for k, v in m["versions"].items() if k in ("jax", "torch", "tensorflow", "numpy") and v
+    )
+    return f"{m['cpus_usable']} cores ({m['cpu']}), {versions}, threads: {threads or 'framework defaults'}"
+
+
+def markdown(doc: dict[str, Any], all_rows: list[Row]) -> str:
     """The whole report as Markdown."""
-    config, records = result["config"], result["lstm"]
+    config = doc["settings"]
+    records = [record(r) for r in all_rows if r.extra.get("kind") == "lstm"]
     rows = lstm_rows(records)
     out = [
         "# Long sequences: remat and unroll=k",
         "",
-        f"`{result['command']}` — {result['date']}, {result['machine']['summary']}; "
-        f"{result['wall_s'] / 60:.1f} min in all.",
+        f"`{doc['command']}` — {doc['date']}, {machine_summary(doc)}; {doc['wall_s'] / 60:.1f} min in all.",
         "",
     ]
-    if result["machine"].get("busy"):
-        out += [f"**The machine was busy** ({result['machine']['busy']}): the times are off, the ratios less so.", ""]
+    if doc.get("busy"):
+        out += [f"**The machine was busy** ({doc['busy']}): the times are off, the ratios less so.", ""]
     out += [
         "LSTM step (B=32, U=256, D=32, float32, `return_all_outputs=False`), forward+backward "
         "(loss = sum of the last output, gradient with respect to the weights). Memory: on JAX, XLA's "
@@ -205,7 +239,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {mr} | {size(per_call(row['off']))} | {size(per_call(row['on']))} | {pr} "
             f"| {_cell(row['off'], 'time')} | {_cell(row['on'], 'time')} | {tr} |"
         )
-    out += ["", "In short (memory, time per forward+backward):", "", *summary_table(result)]
+    out += ["", "In short (memory, time per forward+backward):", "", *summary_table(records)]
     target_T = max(config["both_T"])
     out += ["", f"Targets at T={target_T:,}:", "", *targets(rows, target_T), ""]
     out += long_lines(records, tuple(config["remat_only_T"]))
@@ -223,80 +257,5 @@ def markdown(result: dict[str, Any]) -> str:
         "compiles, apart.",
         "",
     ]
-    out += unroll_table(result["unroll"])
+    out += unroll_table([r for r in all_rows if "k" in r.extra or r.impl == "unroll"])
     return "\n".join(out) + "\n"
-
-
-def plot(result: dict[str, Any], path: str) -> None:
-    """Memory against T (log-log) for each backend, remat off and on; the memory per call and the time per step
-    beside it. remat=False where it was not run: its extrapolation, dotted, hollow."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    records = result["lstm"]
-    fig, (ax_mem, ax_call, ax_time) = plt.subplots(1, 3, figsize=(15, 4.4))
-    panels = ((ax_mem, memory_of, 2**-20), (ax_call, per_call, 2**-20), (ax_time, lambda r: r["per_step_us"], 1))
-    for backend in dict.fromkeys(r["backend"] for r in records):
-        colour = COLOURS[backend]
-        for remat, style, marker in ((False, "-", "o"), (True, "--", "s")):
-            ok = sorted(
-                (r for r in records if r["backend"] == backend and r["remat"] == remat and r["status"] == "ok"),
-                key=lambda r: r["T"],
-            )
-            if not ok:
-                continue
-            for ax, value, scale in panels:
-                points = [(r["T"], value(r) * scale) for r in ok if value(r) is not None]
-                ax.plot(*zip(*points), style, marker=marker, color=colour, label=f"{NAMES[backend]}, remat={remat}")
-            if remat:
-                continue
-            for r in records:
-                guess = r.get("extrapolated") if r["backend"] == backend and r["status"] == "not run" else None
-                if guess:
-                    ax_mem.plot(
-                        [ok[-1]["T"], r["T"]],
-                        [memory_of(ok[-1]) / 2**20, guess["bytes"] / 2**20],
-                        ":",
-                        marker="o",
-                        markerfacecolor="none",
-                        color=colour,
-                    )
-    ax_mem.set(
-        xscale="log",
-        yscale="log",
-        xlabel="T (time steps)",
-        ylabel="MiB",
-        title="memory of forward+backward\n(JAX: XLA temporaries; torch, TF: peak RSS growth)",
-    )
-    ax_call.set(
-        xscale="log",
-        yscale="log",
-        xlabel="T (time steps)",
-        ylabel="MiB",
-        title="peak RSS growth per call\n(calls after the first)",
-    )
-    ax_time.set(
-        xscale="log", xlabel="T (time steps)", ylabel="µs per time step", title="time per step, forward+backward"
-    )
-    ax_mem.text(
-        0.02,
-        0.98,
-        "hollow, dotted: remat=False extrapolated, not run",
-        transform=ax_mem.transAxes,
-        va="top",
-        fontsize=7,
-    )
-    for ax in (ax_mem, ax_call, ax_time):
-        ax.grid(True, which="both", alpha=0.3)
-        for axis in (ax.xaxis, ax.yaxis):  # plain numbers, not powers of ten
-            axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
-            axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax_time.legend(fontsize=7, loc="best")
-    ax_time.set_ylim(bottom=0)
-    fig.suptitle("LSTM B=32 U=256 D=32 float32: rnnscan.rnn with remat=False and remat=True", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
