@@ -79,10 +79,8 @@ def test_the_readme_is_a_product_page() -> None:
     first_screen = "\n".join(lines[:25])
     commands = [line for line in first_screen.splitlines() if line.startswith("pip install")]
     assert len(commands) == 2 and all(c in first_screen for c in ("python -m rnnscan demo", "17 minutes"))
-    # docs/export.md is written beside this page, by the export work; every other link must resolve now
-    pending = {"docs/export.md"}
     links = {link.split("#")[0] for link in re.findall(r"\]\(((?:docs|src|tests)/[^)\s]+)\)", README)}
-    assert links and not {link for link in links - pending if not (ROOT / link).exists()}
+    assert links and not {link for link in links if not (ROOT / link).exists()}
 
 
 def test_the_test_command_is_ci_s() -> None:

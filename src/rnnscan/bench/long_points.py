@@ -206,7 +206,7 @@ LSTM_BUILDERS = {"jax": lstm_jax, "torch": lstm_torch, "tensorflow": lstm_tensor
 
 def lstm_point(backend: str, time_steps: int, remat: bool | int, repeats: int) -> dict[str, Any]:
     """Peak RSS growth over the first call and ``repeats`` timed calls, their times, and (JAX) XLA's figures."""
-    from rnnscan._loop import segment_length
+    from rnnscan._plan import segment_length
 
     data = lstm_arrays(time_steps)
     run, info = LSTM_BUILDERS[backend](data, remat)
