@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import optree
 import torch
 from torch.overrides import is_tensor_like
@@ -155,6 +156,59 @@ class TorchBackend(Backend):
     def checkpoint(self, function: Any) -> Any:
         # dropout draws the same in the recomputation: the RNG state is kept (``_torch_segment``)
         return _torch_segment.Segment(function)
+
+    # -- parallel over time ----------------------------------------------------
+    def jvp(self, f: Any, primals: list[Any], tangents: list[Any]) -> tuple[list[Any], list[Any]]:
+        return torch.func.jvp(lambda *p: f(*p), tuple(primals), tuple(tangents))
+
+    def while_loop(self, cond: Any, body: Any, carry: Any) -> Any:
+        # eager (under torch.compile: a graph break at each test, the count being data-dependent)
+        while _host_bool(cond(carry)):
+            carry = body(carry)
+        return carry
+
+    def cond(self, pred: Any, true_fn: Any, false_fn: Any) -> Any:
+        return true_fn() if _host_bool(pred) else false_fn()
+
+    def on_host(self, fn: Any, *arrays: Any) -> None:
+        fn(*(np.asarray(a.item()) for a in arrays))
+
+    def stop_gradient(self, x: Any) -> Any:
+        return x.detach()
+
+    def no_grad(self) -> Any:
+        return torch.no_grad()
+
+    def repeat_time(self, x: Any, n: int) -> Any:
+        return x.unsqueeze(0).expand(n, *x.shape)
+
+    def max_abs(self, x: Any) -> Any:
+        return x.abs().max() if x.numel() else x.new_zeros(())
+
+    def is_finite(self, x: Any) -> Any:
+        return torch.isfinite(x)
+
+    def scalar(self, value: Any, like: Any) -> Any:
+        return torch.tensor(value, dtype=torch.bool if isinstance(value, bool) else torch.int32, device=like.device)
+
+    def index_pattern(self, x: Any) -> Any:
+        return (torch.arange(x.numel(), device=x.device) % 4093).reshape(x.shape).to(x.dtype)
+
+    def epsilon(self, x: Any) -> float:
+        return float(torch.finfo(x.dtype).eps)
+
+
+def _host_bool(x: Any) -> bool:
+    """A scalar bool tensor read on the host; a clear error where its value is hidden (``torch.func.vmap``)."""
+    try:
+        return bool(x)
+    except RuntimeError as error:
+        if "vmap" not in str(error):
+            raise
+        raise ValueError(
+            "rnnscan.rnn: `parallel` must be False under torch.func.vmap (the number of Newton iterations "
+            "depends on the values, which vmap hides); got parallel=True."
+        ) from None
 
 
 def _readable(x: Any) -> bool:
