@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .backends import Backend
 
 MAX_ITERATIONS = 32  #: Newton iterations before the sequential loop takes over (diagonal GRU/LSTM need <= 8)
+PROBE_STEPS = 16  #: time steps on which the Jacobian's structure is checked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +66,7 @@ def loop(call: LoopCall, backend: Backend, states: Leaves, inputs: Leaves, mask:
     options: Options = call.parallel
     time_steps = backend.shape(inputs[0])[0]
     solver = _Solver(backend, _batched(backend, step, inputs, call.batch), states, mask, options, time_steps)
+    solver.probe_batched = _batched(backend, step, [x[:PROBE_STEPS] for x in inputs], call.batch)
     finish = functools.partial(
         solver.finish, aliases=shape.aliases, zero_output_for_mask=call.zero_output_for_mask, ranks=shape.output_ranks
     )
@@ -121,6 +123,8 @@ class _Solver:
     """The Newton iteration on one call's arrays. Leaves of one shape and dtype form a group whose
     Jacobian is a ``k x k`` block per element; ``J`` holds one such block (lists) per group."""
 
+    probe_batched: Callable  # the batched step on the first PROBE_STEPS steps
+
     def __init__(
         self, backend: Backend, batched: Callable, states: Leaves, mask: Any | None, options: Options, time_steps: int
     ):
@@ -154,7 +158,7 @@ class _Solver:
         previous = self.shift(H)
         columns, new = [], None
         for j in range(len(H)):
-            tangents = [b.zeros_like(p) + 1 if i == j else b.zeros_like(p) for i, p in enumerate(previous)]
+            tangents = [b.ones_like(p) if i == j else b.zeros_like(p) for i, p in enumerate(previous)]
             new, column = b.jvp(self.new_states, previous, tangents)
             columns.append(column)
         G = [self.masked(i, n, p) for i, (n, p) in enumerate(zip(new, previous))]
@@ -170,7 +174,7 @@ class _Solver:
     def _masked_jacobian(self, i: int, j: int, x: Any) -> Any:
         if self.masks is None:
             return x
-        return self.backend.where(self.masks[i], x, self.backend.zeros_like(x) + (1 if i == j else 0))
+        return self.backend.where(self.masks[i], x, (self.backend.ones_like if i == j else self.backend.zeros_like)(x))
 
     def newton(self, H: Leaves, G: Leaves, J: list, guard: bool = True) -> Leaves:
         """The trajectory solving ``H_t = J_t H_{t-1} + G_t - J_t H^old_{t-1}`` (``H_{-1}`` the initial states)."""
@@ -179,27 +183,31 @@ class _Solver:
         new = list(H)
         for group, block in zip(self.groups, J):
             # step 0 starts from the initial states themselves: G_0 (its A_0 is zero)
+            if guard:  # a trust region: Jacobian entries within [-1, 1] keep products over long spans bounded
+                block = [[b.clip(x, -1.0, 1.0) for x in row] for row in block]
             a = [[b.concat_time([b.zeros_like(x[:1]), x[1:]]) for x in row] for row in block]
             rhs = [G[i] - sum_of(a[r][c] * previous[j] for c, j in enumerate(group)) for r, i in enumerate(group)]
             for i, h in zip(group, b.linear_scan(a, rhs)):
-                if guard:  # an overflowing update: the step's own value there, else the previous guess
-                    h = b.where(b.is_finite(h), h, b.where(b.is_finite(G[i]), G[i], H[i]))
+                if guard:  # an overflowing update keeps the previous guess there (the exact prefix stays)
+                    h = b.where(b.is_finite(h), h, H[i])
                 new[i] = h
         return new
 
     def elementwise(self, H: Leaves, columns: list) -> Any:
-        """Whether the step is elementwise in its states (within each group): J r equals the
-        blocks applied to r, for an uneven tangent r. True without autodiff (no gradient to get right)."""
+        """Whether the step is elementwise in its states (within each group): ``J r`` equals the
+        blocks applied to ``r``, for an uneven tangent ``r``, on the first :data:`PROBE_STEPS` steps
+        (the step treats every row alike). True without autodiff (no gradient to get right)."""
         b = self.backend
         if not b.differentiable:
             return b.scalar(True, H[0])
-        previous = self.shift(H)
+        n = min(PROBE_STEPS, self.time_steps)
+        previous = [p[:n] for p in self.shift(H)]
         uneven = [(b.index_pattern(p) * 0.6180339887) % 1 + 0.5 for p in previous]
-        _, product = b.jvp(self.new_states, previous, uneven)
+        _, product = b.jvp(lambda *p: self.probe_batched(list(p))[1], previous, uneven)
         ok = None
         for group in self.groups:
             for i in group:
-                expected = sum_of(columns[j][i] * uneven[j] for j in group)
+                expected = sum_of(columns[j][i][:n] * uneven[j] for j in group)
                 leaf_ok = b.max_abs(product[i] - expected) <= self.tolerances[i] * (1 + b.max_abs(expected))
                 ok = leaf_ok if ok is None else ok & leaf_ok
         return ok
@@ -227,8 +235,8 @@ class _Solver:
 
     def finish(self, H: Leaves, J: list, *, aliases: Any, zero_output_for_mask: bool, ranks: Any) -> Any:
         """``(states, last output, outputs)`` from the converged ``H``: one Newton step from ``H`` held
-        constant (the gradient), then the outputs."""
-        if H:
+        constant, for the gradient (skipped where none is recorded), then the outputs."""
+        if H and self.backend.records_gradients():
             previous = self.shift(H)
             G = [self.masked(i, n, p) for i, (n, p) in enumerate(zip(self.new_states(*previous), previous))]
             H = self.newton(H, G, J, guard=False)

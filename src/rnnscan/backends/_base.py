@@ -251,6 +251,17 @@ class Backend:
         """``max |x|`` over every element: a scalar array (NaN if any is NaN)."""
         raise NotImplementedError
 
+    def clip(self, x: Any, low: float, high: float) -> Any:
+        """``x`` within ``[low, high]`` elementwise."""
+        raise NotImplementedError
+
+    def ones_like(self, x: Any) -> Any:
+        return self.zeros_like(x) + 1
+
+    def records_gradients(self) -> bool:
+        """False where no autodiff can be recording now (the parallel loop then skips its last Newton step)."""
+        return self.differentiable
+
     def is_finite(self, x: Any) -> Any:
         raise NotImplementedError
 

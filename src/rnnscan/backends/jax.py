@@ -147,6 +147,9 @@ class JaxBackend(Backend):
     def max_abs(self, x: Any) -> Any:
         return jnp.max(jnp.abs(x), initial=0.0)
 
+    def clip(self, x: Any, low: float, high: float) -> Any:
+        return jnp.clip(x, low, high)
+
     def is_finite(self, x: Any) -> Any:
         return jnp.isfinite(x)
 

@@ -95,6 +95,9 @@ class NumpyBackend(Backend):
     def max_abs(self, x: Any) -> Any:
         return np.max(np.abs(x), initial=0.0)
 
+    def clip(self, x: Any, low: float, high: float) -> Any:
+        return np.clip(x, low, high)
+
     def is_finite(self, x: Any) -> Any:
         return np.isfinite(x)
 

@@ -245,6 +245,9 @@ class TensorflowBackend(Backend):
     def max_abs(self, x: Any) -> Any:
         return tf.reduce_max(tf.concat([tf.reshape(tf.abs(x), [-1]), tf.zeros([1], x.dtype)], 0))
 
+    def clip(self, x: Any, low: float, high: float) -> Any:
+        return tf.clip_by_value(x, tf.cast(low, x.dtype), tf.cast(high, x.dtype))
+
     def is_finite(self, x: Any) -> Any:
         return tf.math.is_finite(x)
 

@@ -161,6 +161,13 @@ class TorchBackend(Backend):
     def jvp(self, f: Any, primals: list[Any], tangents: list[Any]) -> tuple[list[Any], list[Any]]:
         return torch.func.jvp(lambda *p: f(*p), tuple(primals), tuple(tangents))
 
+    def linear_scan(self, a: list[list[Any]], b: list[Any]) -> list[Any]:
+        if len(b) > 1:
+            return super().linear_scan(a, b)
+        x = b[0]
+        factor = a[0][0].expand_as(x)
+        return [_diagonal_scan(factor.reshape(x.shape[0], -1), x.reshape(x.shape[0], -1)).reshape(x.shape)]
+
     def while_loop(self, cond: Any, body: Any, carry: Any) -> Any:
         # eager (under torch.compile: a graph break at each test, the count being data-dependent)
         while _host_bool(cond(carry)):
@@ -185,6 +192,15 @@ class TorchBackend(Backend):
     def max_abs(self, x: Any) -> Any:
         return x.abs().max() if x.numel() else x.new_zeros(())
 
+    def clip(self, x: Any, low: float, high: float) -> Any:
+        return x.clamp(low, high)
+
+    def ones_like(self, x: Any) -> Any:
+        return torch.ones_like(x)
+
+    def records_gradients(self) -> bool:
+        return torch.is_grad_enabled() or _compat.torch_in_functorch_transform()
+
     def is_finite(self, x: Any) -> Any:
         return torch.isfinite(x)
 
@@ -196,6 +212,23 @@ class TorchBackend(Backend):
 
     def epsilon(self, x: Any) -> float:
         return float(torch.finfo(x.dtype).eps)
+
+
+def _diagonal_scan(a: Any, b: Any) -> Any:
+    """``h_t = a_t h_{t-1} + b_t`` (``h_{-1} = 0``) for ``(T, N)`` tensors: the odd-even scan of
+    :mod:`rnnscan._linear_scan`, each level writing its steps into one new tensor (no interleaving copies)."""
+    steps = b.shape[0]
+    if steps == 1:
+        return b
+    half = steps // 2
+    a_even, a_odd = a[0 : 2 * half : 2], a[1 : 2 * half : 2]
+    h_odd = _diagonal_scan(a_odd * a_even, torch.addcmul(b[1 : 2 * half : 2], a_odd, b[0 : 2 * half : 2]))
+    h = torch.empty_like(b)
+    h[1 : 2 * half : 2] = h_odd
+    h[0] = b[0]
+    if steps > 2:
+        h[2::2] = torch.addcmul(b[2::2], a[2::2], h_odd[: (steps - 1) // 2])
+    return h
 
 
 def _host_bool(x: Any) -> bool:
