@@ -80,7 +80,8 @@ def loop(call: LoopCall, backend: Backend, states: Leaves, inputs: Leaves, mask:
         backend.on_host(functools.partial(_report, options.max_iterations), count, ok, elementwise)
 
         def fast() -> tuple[Leaves, Leaves, Leaves]:
-            return finish(H, J)
+            new_states, last, outputs = finish(H, J)
+            return new_states, last, outputs if call.return_all_outputs else []
 
         def sequential() -> tuple[Leaves, Leaves, Leaves]:
             new_states, last, outputs, _ = dataclasses.replace(call, parallel=None)(backend, states, inputs, mask)

@@ -217,7 +217,9 @@ class TensorflowBackend(Backend):
         if tf.executing_eagerly():
             return super().while_loop(cond, body, carry)
         do_not_convert = tf.autograph.experimental.do_not_convert
-        return tf.while_loop(do_not_convert(cond), do_not_convert(body), carry)
+        # one loop variable, the carry itself (tf.while_loop passes a tuple's items as arguments)
+        (carry,) = tf.while_loop(do_not_convert(lambda c: cond(c)), do_not_convert(lambda c: (body(c),)), (carry,))
+        return carry
 
     def cond(self, pred: Any, true_fn: Any, false_fn: Any) -> Any:
         if tf.executing_eagerly():
