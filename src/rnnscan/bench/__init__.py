@@ -67,6 +67,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--keras-lstm", nargs=argparse.REMAINDER, metavar="FLAGS", help="run the Keras LSTM layer "
                    "benchmark (rnnscan.bench.keras_lstm) instead; the flags after it are its own")  # fmt: skip
+    p.add_argument("--parallel", nargs=argparse.REMAINDER, metavar="FLAGS", help="time rnn(parallel=True) against "
+                   "the loop (rnnscan.bench.parallel) instead; the flags after it are its own")  # fmt: skip
     return p
 
 
@@ -103,6 +105,10 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
     """Run the benchmark of parsed flags (``command``: the flags as given, for bench.json)."""
     if args.keras_lstm is not None:
         return _keras_lstm(args.keras_lstm)
+    if args.parallel is not None:
+        from . import parallel
+
+        return parallel.main(args.parallel)
     try:
         settings = settings_from(args)
     except ValueError as error:
