@@ -452,3 +452,28 @@ def test_tf_function_and_gradient_tape(rng):
     for g, v in zip(got, want):
         np.testing.assert_allclose(g.numpy(), v.numpy(), rtol=1e-4, atol=1e-5)
     assert records and records[-1]["converged"]
+
+
+# -- the benchmark -----------------------------------------------------------------------------
+
+
+def test_bench_parallel_runs(tmp_path, capsys):
+    import json
+
+    from rnnscan import bench
+
+    out = tmp_path / "parallel.json"
+    flags = ["--backends", "numpy", "--B", "1,2", "--T", "64", "--repeats", "1", "--max-total-s", "0.1"]
+    assert bench.main(["--parallel", *flags, "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["workload"], r["B"], r["T"]) for r in rows] == [
+        ("diag-gru", 1, 64),
+        ("diag-gru", 2, 64),
+        ("mingru", 1, 64),
+        ("mingru", 2, 64),
+    ]
+    for row in rows:
+        assert row["converged"] and row["speedup"] > 0 and row["max_abs_difference"] < 1e-4
+        assert row["iterations"] == ([2] if row["workload"] == "mingru" else row["iterations"])
+        assert 1 <= row["iterations"][0] <= 8
+    assert "iterations" in capsys.readouterr().out
