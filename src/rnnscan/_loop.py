@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import _tree
+from . import _parallel, _tree
 from ._plan import Plan, scan_loop
 from ._python_loop import python_loop
 from ._step import Leaves, Loop, StepShape, UserStep, first_call
@@ -38,12 +38,16 @@ class LoopCall:
     return_all_outputs: bool
     unroll_fully: bool
     plan: Plan
+    #: ``rnnscan._parallel.Options`` for ``parallel=True`` (Newton iterations over the whole sequence); None: the loop
+    parallel: Any = None
 
     def __call__(
         self, backend: Backend, states: Leaves, inputs: Leaves, mask: Any | None
     ) -> tuple[Leaves, Leaves, Leaves | None, _tree.PyTreeSpec]:
         """``(states, last output, outputs or None, the output's structure)`` of the loop over
         ``inputs`` ``(time, batch, ...)`` and ``mask`` ``(time, batch)`` bool or None."""
+        if self.parallel is not None:
+            return _parallel.loop(self, backend, states, inputs, mask)
         python = self.unroll_fully or backend.runs_python_loops()
         plan = self.plan if backend.remats() else dataclasses.replace(self.plan, segment=None)
         fast = python and plan.segment is None  # the lean loop reuses the first call's result

@@ -177,7 +177,7 @@ def _segments_in_python(
 ) -> tuple[Any, list[Any]]:
     """The segments one after another in Python, for a backend whose checkpoint cannot run
     inside its own loop (TensorFlow graphs): ``time_steps / block`` segments in the graph."""
-    assert isinstance(time_steps, int)  # checked by _validate.check_remat_time
+    assert isinstance(time_steps, int)  # checked by _validate_options.check_remat_time
     parts = []
     for start in range(0, time_steps, block):
         carry, ys = segment(carry, [x[start : start + block] for x in xs])

@@ -9,6 +9,7 @@ import numpy as np
 
 from . import _tree
 from . import _validate as v
+from . import _validate_options as o
 from ._loop import LoopCall
 from ._plan import Plan, segment_length
 from .backends import Backend, _compat, backend_for, framework_of
@@ -28,6 +29,9 @@ def rnn(
     return_all_outputs: bool = True,
     *,
     remat: bool | int = False,
+    parallel: bool = False,
+    max_iterations: int | None = None,
+    tolerance: float | None = None,
 ) -> tuple[Any, Any, Any]:
     """Iterate ``step_function`` over the time axis of ``inputs``, as ``tf.keras.backend.rnn``.
 
@@ -65,6 +69,22 @@ def rnn(
             segment's start (training memory O(sqrt(T)) carries instead of O(T)
             residuals); an int k: segments of k steps; False: keep every residual.
             Results and gradients are the same. No effect on NumPy.
+        parallel: keyword-only. True: solve for every time step at once by Newton
+            iterations (one batched step call and one JVP per state leaf over the whole
+            sequence, then a log-depth linear scan, per iteration); see "Parallel over
+            time" in the docs. Fast for steps whose new states depend on the states
+            elementwise (minGRU, diagonal GRU/LSTM, IndRNN, SRU, QRNN, diagonal SSMs; a
+            linear one converges in one iteration). Results and gradients are the
+            loop's, within float tolerance: a step that mixes state units, or one that
+            does not converge within ``max_iterations``, runs the sequential loop instead,
+            with a ``RuntimeWarning``. The step must be deterministic; with a batch of B,
+            a constant array whose first axis has size B is taken as per-sample. Not with
+            ``unroll=True`` or ``remat``; the number of time steps must be static.
+        max_iterations: keyword-only, with ``parallel=True``: the most Newton iterations
+            (default 32).
+        tolerance: keyword-only, with ``parallel=True``: the residual
+            ``max |h_t - f(h_{t-1}, x_t)|`` allowed, relative to ``1 + max |h|`` (default:
+            ``eps ** 0.75`` of the states' dtype, about 6e-6 in float32).
 
     Returns:
         ``(last_output, outputs, new_states)``: ``last_output`` ``(batch, ...)``,
@@ -78,7 +98,8 @@ def rnn(
         zero_output_for_mask=zero_output_for_mask,
         return_all_outputs=return_all_outputs,
     )
-    unroll, remat = v.as_unroll(unroll), v.as_remat(remat)
+    unroll, remat = o.as_unroll(unroll), o.as_remat(remat)
+    parallel_options = o.as_parallel(parallel, max_iterations, tolerance, unroll=unroll, remat=remat)
     input_leaves, inputs_spec = _tree.flatten(inputs)
     state_seq = v.as_state_sequence(initial_states, _is_array)
     state_leaves, states_spec = _tree.flatten(state_seq)
@@ -108,8 +129,10 @@ def rnn(
         lengths = None
     else:
         lengths = v.as_lengths(backend, input_length, batch=batch, time_steps=time_steps, device=device)
-    v.check_static_time(unroll, time_steps)
-    v.check_remat_time(backend, remat, time_steps)
+    o.check_static_time(unroll, time_steps)
+    o.check_remat_time(backend, remat, time_steps)
+    if parallel_options is not None:
+        o.check_parallel(backend, state_leaves, time_steps)
 
     # Normalise once: time first, masks as (time, batch) bool, in processing order.
     if not time_major:
@@ -132,6 +155,7 @@ def rnn(
         return_all_outputs=return_all_outputs,
         unroll_fully=unroll is True,
         plan=Plan(unroll=1 if unroll is True else unroll, segment=segment_length(remat, time_steps)),
+        parallel=parallel_options,
     )
     state_leaves, last_leaves, output_leaves, output_spec = backend.run(call, state_leaves, input_leaves, step_mask)
 

@@ -223,38 +223,6 @@ def _length_range(time_steps: Any) -> str:
     return f"lengths between 0 and {bound}"
 
 
-def check_static_time(unroll: bool | int, time_steps: Any) -> None:
-    if unroll is True and time_steps is None:
-        raise _error(
-            ValueError,
-            "unroll",
-            "False when the number of time steps is not fixed (unrolling requires a fixed number of timesteps)",
-            "unroll=True with an unknown time dimension",
-        )
-
-
-def check_remat_time(backend: Backend, remat: bool | int, time_steps: Any) -> None:
-    if remat is False:
-        return
-    if time_steps is None and not backend.checkpoints_in_loops():
-        raise _error(
-            ValueError,
-            "remat",
-            f"False when the number of time steps is unknown in a {backend.name} graph (its recomputed "
-            "segments are laid out while the graph is built)",
-            f"remat={remat!r} with an unknown time dimension",
-        )
-    if backend.is_symbolic_int(time_steps) and backend.remats():
-        raise _error(
-            ValueError,
-            "remat",
-            f"False when the number of time steps is symbolic ({backend.name} export: the count of "
-            "recomputed segments could be 0, and a loop over a symbolic length must not be empty); "
-            "export with a fixed time length to keep remat",
-            f"remat={remat!r} with a symbolic time dimension",
-        )
-
-
 def check_step_output(backend: Backend, result: Any, batch: Any) -> _tree.PyTreeSpec:
     """Check the first ``(output, new_states)`` pair and its output; return the output structure."""
     if not isinstance(result, (tuple, list)) or len(result) != 2:
@@ -326,26 +294,3 @@ def _check_new_state_leaf(backend: Backend, i: int, new: Any, old: Any) -> Any:
             TypeError, "step_function", f"returning new state {i} of the state's dtype {describe(old)}", describe(new)
         )
     return None
-
-
-def as_unroll(unroll: Any) -> bool | int:
-    """``unroll``: True (a full unroll), or the steps per loop iteration (False means 1)."""
-    if isinstance(unroll, (bool, np.bool_)):
-        return bool(unroll) or 1
-    if not isinstance(unroll, (int, np.integer)):
-        raise _error(TypeError, "unroll", "a bool or a positive int (steps per loop iteration)", describe(unroll))
-    if unroll < 1:
-        raise _error(ValueError, "unroll", "a bool or a positive int (steps per loop iteration)", describe(unroll))
-    return int(unroll)
-
-
-def as_remat(remat: Any) -> bool | int:
-    """``remat``: False, True (segments of about sqrt(T) steps) or the steps per segment."""
-    if isinstance(remat, (bool, np.bool_)):
-        return bool(remat)
-    expected = "a bool or a positive int (steps per recomputed segment)"
-    if not isinstance(remat, (int, np.integer)):
-        raise _error(TypeError, "remat", expected, describe(remat))
-    if remat < 1:
-        raise _error(ValueError, "remat", expected, describe(remat))
-    return int(remat)

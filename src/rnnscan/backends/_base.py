@@ -216,3 +216,77 @@ class Backend:
         """``function(carry, xs)`` whose backward pass recomputes it from its arguments
         rather than keeping its residuals (remat). Without autodiff: ``function`` itself."""
         return function
+
+    # -- parallel over time (rnnscan._parallel) --------------------------------
+    #: the framework differentiates: :meth:`jvp` is exact (NumPy's is a finite difference)
+    differentiable: bool = True
+
+    def jvp(self, f: Callable[..., list[Any]], primals: list[Any], tangents: list[Any]) -> tuple[list[Any], list[Any]]:
+        """``(f(*primals), J_f(primals) @ tangents)``: ``f`` takes and returns lists of arrays."""
+        raise NotImplementedError
+
+    def map_over_time(self, f: Callable[..., Any]) -> Callable[..., Any] | None:
+        """``f`` on ``(batch, ...)`` leaves mapped over a leading time axis (JAX: ``vmap``); None
+        where the core runs ``f`` on ``(time * batch, ...)`` rows instead."""
+        return None
+
+    def linear_scan(self, a: list[list[Any]], b: list[Any]) -> list[Any]:
+        """``h_t = A_t h_{t-1} + b_t`` over axis 0 from ``h_{-1} = 0`` (see :mod:`rnnscan._linear_scan`)."""
+        from .. import _linear_scan
+
+        return _linear_scan.odd_even(self, a, b)
+
+    def while_loop(self, cond: Callable[[Any], Any], body: Callable[[Any], Any], carry: Any) -> Any:
+        """``while cond(carry): carry = body(carry)``; ``cond`` gives a scalar bool array. Eager: read on the host."""
+        while bool(cond(carry)):
+            carry = body(carry)
+        return carry
+
+    def cond(self, pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> Any:
+        """``true_fn()`` if the scalar bool array ``pred`` holds, else ``false_fn()``."""
+        return true_fn() if bool(pred) else false_fn()
+
+    def on_host(self, fn: Callable[..., None], *arrays: Any) -> None:
+        """``fn`` called with ``arrays``' values as NumPy arrays when they are computed (eagerly: now)."""
+        fn(*(np.asarray(self.host_values(a)) for a in arrays))
+
+    def stop_gradient(self, x: Any) -> Any:
+        return x
+
+    def no_grad(self) -> Any:
+        """A context in which no autodiff graph is recorded (where the framework records one eagerly)."""
+        return contextlib.nullcontext()
+
+    def repeat_time(self, x: Any, n: int) -> Any:
+        """``(...)`` -> ``(n, ...)``, ``x`` at every step."""
+        raise NotImplementedError
+
+    def max_abs(self, x: Any) -> Any:
+        """``max |x|`` over every element: a scalar array (NaN if any is NaN)."""
+        raise NotImplementedError
+
+    def clip(self, x: Any, low: float, high: float) -> Any:
+        """``x`` within ``[low, high]`` elementwise."""
+        raise NotImplementedError
+
+    def ones_like(self, x: Any) -> Any:
+        return self.zeros_like(x) + 1
+
+    def records_gradients(self) -> bool:
+        """False where no autodiff can be recording now (the parallel loop then skips its last Newton step)."""
+        return self.differentiable
+
+    def is_finite(self, x: Any) -> Any:
+        raise NotImplementedError
+
+    def scalar(self, value: Any, like: Any) -> Any:
+        """A scalar array holding the Python ``value`` (a bool or an int32), on ``like``'s device."""
+        return self.asarray(np.asarray(value, np.bool_ if isinstance(value, bool) else np.int32))
+
+    def index_pattern(self, x: Any) -> Any:
+        """An array of ``x``'s shape and dtype holding each element's flat index modulo 4093."""
+        raise NotImplementedError
+
+    def epsilon(self, x: Any) -> float:
+        """The machine epsilon of ``x``'s floating dtype."""
+        return float(np.finfo(np.dtype(x.dtype)).eps)

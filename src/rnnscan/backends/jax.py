@@ -121,6 +121,53 @@ class JaxBackend(Backend):
     def checkpoint(self, function: Any) -> Any:
         return jax.checkpoint(function)
 
+    # -- parallel over time ----------------------------------------------------
+    def jvp(self, f: Any, primals: list[Any], tangents: list[Any]) -> tuple[list[Any], list[Any]]:
+        return jax.jvp(lambda *p: f(*p), tuple(primals), tuple(tangents))
+
+    def map_over_time(self, f: Any) -> Any:
+        return jax.vmap(f)
+
+    def linear_scan(self, a: list[list[Any]], b: list[Any]) -> list[Any]:
+        from .. import _linear_scan
+
+        def combine(earlier: Any, later: Any) -> Any:
+            return _linear_scan.compose(earlier, later)
+
+        # associative_scan wants one leading size: a broadcasting factor is expanded first
+        a = [[jnp.broadcast_to(x, jnp.broadcast_shapes(x.shape, b[i].shape)) for x in row] for i, row in enumerate(a)]
+        return jax.lax.associative_scan(combine, (a, list(b)))[1]
+
+    def while_loop(self, cond: Any, body: Any, carry: Any) -> Any:
+        return jax.lax.while_loop(cond, body, carry)
+
+    def cond(self, pred: Any, true_fn: Any, false_fn: Any) -> Any:
+        return jax.lax.cond(pred, true_fn, false_fn)
+
+    def on_host(self, fn: Any, *arrays: Any) -> None:
+        jax.debug.callback(lambda *values: fn(*(np.asarray(v) for v in values)), *arrays)
+
+    def stop_gradient(self, x: Any) -> Any:
+        return jax.lax.stop_gradient(x)
+
+    def repeat_time(self, x: Any, n: int) -> Any:
+        return jnp.broadcast_to(x, (n, *x.shape))
+
+    def max_abs(self, x: Any) -> Any:
+        return jnp.max(jnp.abs(x), initial=0.0)
+
+    def clip(self, x: Any, low: float, high: float) -> Any:
+        return jnp.clip(x, low, high)
+
+    def is_finite(self, x: Any) -> Any:
+        return jnp.isfinite(x)
+
+    def scalar(self, value: Any, like: Any) -> Any:
+        return jnp.asarray(value, bool if isinstance(value, bool) else jnp.int32)
+
+    def index_pattern(self, x: Any) -> Any:
+        return (jnp.arange(x.size) % 4093).reshape(x.shape).astype(x.dtype)
+
     def run(self, call: LoopCall, states: list[Any], inputs: list[Any], mask: Any | None) -> Any:
         """Traced (under ``jit``, ``grad``, ``vmap``): the loop is part of the caller's program.
         Eagerly: the loop compiled once per step function and static configuration (see

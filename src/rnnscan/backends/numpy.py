@@ -76,5 +76,33 @@ class NumpyBackend(Backend):
     def max_length(self, lengths: Any) -> Any:
         return np.max(lengths, initial=0)
 
+    # -- parallel over time ----------------------------------------------------
+    differentiable = False
+
+    def jvp(self, f: Any, primals: list[Any], tangents: list[Any]) -> tuple[list[Any], list[Any]]:
+        """A forward finite difference (NumPy has no autodiff): ``(f(p + d t) - f(p)) / d``,
+        ``d = sqrt(eps) * max(1, max |p|)``. The parallel loop checks its residual on the
+        true step, so an inexact Jacobian costs iterations, never exactness."""
+        outputs = f(*primals)
+        scale = max([1.0, *(float(np.max(np.abs(p), initial=0.0)) for p in primals)])
+        delta = np.sqrt(self.epsilon(primals[0])) * scale
+        shifted = f(*(p + (delta * t).astype(p.dtype) for p, t in zip(primals, tangents)))
+        return outputs, [((s - o) / delta).astype(o.dtype) for s, o in zip(shifted, outputs)]
+
+    def repeat_time(self, x: Any, n: int) -> Any:
+        return np.broadcast_to(x, (n, *x.shape))
+
+    def max_abs(self, x: Any) -> Any:
+        return np.max(np.abs(x), initial=0.0)
+
+    def clip(self, x: Any, low: float, high: float) -> Any:
+        return np.clip(x, low, high)
+
+    def is_finite(self, x: Any) -> Any:
+        return np.isfinite(x)
+
+    def index_pattern(self, x: Any) -> Any:
+        return (np.arange(x.size) % 4093).reshape(x.shape).astype(x.dtype)
+
 
 BACKEND = NumpyBackend()

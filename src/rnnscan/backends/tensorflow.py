@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from . import _compat
@@ -215,6 +216,62 @@ class TensorflowBackend(Backend):
             return tf.recompute_grad(recomputed)(*(leaves[i] for i in floating))
 
         return checkpointed
+
+    # -- parallel over time ----------------------------------------------------
+    def jvp(self, f: Any, primals: list[Any], tangents: list[Any]) -> tuple[list[Any], list[Any]]:
+        with tf.autodiff.ForwardAccumulator(primals, tangents) as accumulator:
+            outputs = f(*primals)
+        zero = tf.UnconnectedGradients.ZERO
+        return outputs, [accumulator.jvp(o, unconnected_gradients=zero) for o in outputs]
+
+    def while_loop(self, cond: Any, body: Any, carry: Any) -> Any:
+        if tf.executing_eagerly():
+            return super().while_loop(cond, body, carry)
+        do_not_convert = tf.autograph.experimental.do_not_convert
+        # one loop variable, the carry itself (tf.while_loop passes a tuple's items as arguments)
+        (carry,) = tf.while_loop(do_not_convert(lambda c: cond(c)), do_not_convert(lambda c: (body(c),)), (carry,))
+        return carry
+
+    def cond(self, pred: Any, true_fn: Any, false_fn: Any) -> Any:
+        if tf.executing_eagerly():
+            return super().cond(pred, true_fn, false_fn)
+        do_not_convert = tf.autograph.experimental.do_not_convert
+        return tf.cond(pred, do_not_convert(true_fn), do_not_convert(false_fn))
+
+    def on_host(self, fn: Any, *arrays: Any) -> None:
+        if tf.executing_eagerly():
+            fn(*(a.numpy() for a in arrays))
+        elif not _compat.tf_building_for_xla():  # XLA compiles no Python callback: nothing is reported
+
+            def call(*values: Any) -> Any:
+                fn(*values)
+                return np.int32(0)
+
+            tf.numpy_function(call, list(arrays), tf.int32, stateful=True)
+
+    def stop_gradient(self, x: Any) -> Any:
+        return tf.stop_gradient(x)
+
+    def repeat_time(self, x: Any, n: int) -> Any:
+        return tf.repeat(x[None], n, axis=0)
+
+    def max_abs(self, x: Any) -> Any:
+        return tf.reduce_max(tf.concat([tf.reshape(tf.abs(x), [-1]), tf.zeros([1], x.dtype)], 0))
+
+    def clip(self, x: Any, low: float, high: float) -> Any:
+        return tf.clip_by_value(x, tf.cast(low, x.dtype), tf.cast(high, x.dtype))
+
+    def is_finite(self, x: Any) -> Any:
+        return tf.math.is_finite(x)
+
+    def scalar(self, value: Any, like: Any) -> Any:
+        return tf.constant(value, tf.bool if isinstance(value, bool) else tf.int32)
+
+    def index_pattern(self, x: Any) -> Any:
+        return tf.cast(tf.reshape(tf.range(tf.size(x)) % 4093, tf.shape(x)), x.dtype)
+
+    def epsilon(self, x: Any) -> float:
+        return float(np.finfo(x.dtype.as_numpy_dtype).eps)
 
 
 def _same_static_shape(x: Any, shape: Sequence[int]) -> bool:

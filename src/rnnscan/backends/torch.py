@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import optree
 import torch
 from torch.overrides import is_tensor_like
@@ -180,6 +181,92 @@ class TorchBackend(Backend):
     def checkpoint(self, function: Any) -> Any:
         # dropout draws the same in the recomputation: the RNG state is kept (``_torch_segment``)
         return _torch_segment.Segment(function)
+
+    # -- parallel over time ----------------------------------------------------
+    def jvp(self, f: Any, primals: list[Any], tangents: list[Any]) -> tuple[list[Any], list[Any]]:
+        return torch.func.jvp(lambda *p: f(*p), tuple(primals), tuple(tangents))
+
+    def linear_scan(self, a: list[list[Any]], b: list[Any]) -> list[Any]:
+        if len(b) > 1:
+            return super().linear_scan(a, b)
+        x = b[0]
+        factor = a[0][0].expand_as(x)
+        return [_diagonal_scan(factor.reshape(x.shape[0], -1), x.reshape(x.shape[0], -1)).reshape(x.shape)]
+
+    def while_loop(self, cond: Any, body: Any, carry: Any) -> Any:
+        # eager (under torch.compile: a graph break at each test, the count being data-dependent)
+        while _host_bool(cond(carry)):
+            carry = body(carry)
+        return carry
+
+    def cond(self, pred: Any, true_fn: Any, false_fn: Any) -> Any:
+        return true_fn() if _host_bool(pred) else false_fn()
+
+    def on_host(self, fn: Any, *arrays: Any) -> None:
+        fn(*(np.asarray(a.item()) for a in arrays))
+
+    def stop_gradient(self, x: Any) -> Any:
+        return x.detach()
+
+    def no_grad(self) -> Any:
+        return torch.no_grad()
+
+    def repeat_time(self, x: Any, n: int) -> Any:
+        return x.unsqueeze(0).expand(n, *x.shape)
+
+    def max_abs(self, x: Any) -> Any:
+        return x.abs().max() if x.numel() else x.new_zeros(())
+
+    def clip(self, x: Any, low: float, high: float) -> Any:
+        return x.clamp(low, high)
+
+    def ones_like(self, x: Any) -> Any:
+        return torch.ones_like(x)
+
+    def records_gradients(self) -> bool:
+        return torch.is_grad_enabled() or _compat.torch_in_functorch_transform()
+
+    def is_finite(self, x: Any) -> Any:
+        return torch.isfinite(x)
+
+    def scalar(self, value: Any, like: Any) -> Any:
+        return torch.tensor(value, dtype=torch.bool if isinstance(value, bool) else torch.int32, device=like.device)
+
+    def index_pattern(self, x: Any) -> Any:
+        return (torch.arange(x.numel(), device=x.device) % 4093).reshape(x.shape).to(x.dtype)
+
+    def epsilon(self, x: Any) -> float:
+        return float(torch.finfo(x.dtype).eps)
+
+
+def _diagonal_scan(a: Any, b: Any) -> Any:
+    """``h_t = a_t h_{t-1} + b_t`` (``h_{-1} = 0``) for ``(T, N)`` tensors: the odd-even scan of
+    :mod:`rnnscan._linear_scan`, each level writing its steps into one new tensor (no interleaving copies)."""
+    steps = b.shape[0]
+    if steps == 1:
+        return b
+    half = steps // 2
+    a_even, a_odd = a[0 : 2 * half : 2], a[1 : 2 * half : 2]
+    h_odd = _diagonal_scan(a_odd * a_even, torch.addcmul(b[1 : 2 * half : 2], a_odd, b[0 : 2 * half : 2]))
+    h = torch.empty_like(b)
+    h[1 : 2 * half : 2] = h_odd
+    h[0] = b[0]
+    if steps > 2:
+        h[2::2] = torch.addcmul(b[2::2], a[2::2], h_odd[: (steps - 1) // 2])
+    return h
+
+
+def _host_bool(x: Any) -> bool:
+    """A scalar bool tensor read on the host; a clear error where its value is hidden (``torch.func.vmap``)."""
+    try:
+        return bool(x)
+    except RuntimeError as error:
+        if "vmap" not in str(error):
+            raise
+        raise ValueError(
+            "rnnscan.rnn: `parallel` must be False under torch.func.vmap (the number of Newton iterations "
+            "depends on the values, which vmap hides); got parallel=True."
+        ) from None
 
 
 def _readable(x: Any) -> bool:

@@ -30,7 +30,7 @@ SUITES = {
     "grid": "grid",  # the default: rnnscan against its peers on three workloads (--quick: CI's run)
     "keras-lstm": "keras_lstm",  # a Keras 3 LSTM train step, Keras's loop against rnnscan's
     "long": "long",  # long sequences: remat's memory and time, unroll=k's time
-    # "parallel": "parallel",  # parallel=True against the sequential loop (bench/parallel.py)
+    "parallel": "parallel",  # parallel=True against the sequential loop
 }
 
 
@@ -52,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", choices=list(SUITES), default="grid", help="what to run (default: grid)")
     p.add_argument("--quick", action="store_true", help="a short run of the suite (grid: CI's)")
     p.add_argument("--out", type=Path, default=Path("rnnscan-bench"), help="output folder (default: rnnscan-bench)")
-    p.add_argument("--name", help="the output files' stem (default: bench, keras_lstm, long_sequences)")
+    p.add_argument("--name", help="the output files' stem (default: the suite's)")
     p.add_argument("--repeats", type=int, help="timed samples per figure (default: the suite's)")
     p.add_argument("--backends", help="comma-separated (default: every backend the suite runs)")
     p.add_argument("--threads", type=int, help="threads for every framework (default: each one's own; 1 steadies)")
