@@ -428,6 +428,32 @@ def test_torch_func_grad_and_vmap(rng):
     assert str(info.value).startswith("rnnscan.rnn: `parallel` must be False under torch.func.vmap")
 
 
+def test_torch_compile_runs_the_solve_between_graph_breaks(rng):
+    """Under ``torch.compile`` the Newton solve runs eagerly (Dynamo cannot trace ``torch.func.jvp`` of the
+    batched step, and the iteration count is data-dependent): the same results and gradients."""
+    torch = pytest.importorskip("torch")
+    from frameworks import framework
+
+    fw = framework("torch")
+    p = weights(rng)
+    x = torch.as_tensor(rng.standard_normal((B, T, D)).astype("float32"))
+    h0 = torch.as_tensor(rng.standard_normal((B, U)).astype("float32"))
+    mask = torch.as_tensor(rng.random((B, T)) > 0.3)
+    w = torch.as_tensor(p["w"]).requires_grad_()
+
+    def loss(parallel):
+        step, states, _ = make_cell(fw, "gru", {"w": w, "v": p["v"]})
+        return (rnnscan.rnn(step, x, states(h0), mask=mask, parallel=parallel)[1] ** 2).sum()
+
+    with _parallel.recorded() as records:
+        got = torch.compile(lambda: loss(True), backend="eager")()
+    want = loss(False)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert records and records[-1]["converged"]
+    (got_grad,), (want_grad,) = torch.autograd.grad(got, [w]), torch.autograd.grad(want, [w])
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-4, atol=1e-5)
+
+
 def test_tf_function_and_gradient_tape(rng):
     tf = pytest.importorskip("tensorflow")
     from frameworks import framework

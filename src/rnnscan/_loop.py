@@ -47,7 +47,7 @@ class LoopCall:
         """``(states, last output, outputs or None, the output's structure)`` of the loop over
         ``inputs`` ``(time, batch, ...)`` and ``mask`` ``(time, batch)`` bool or None."""
         if self.parallel is not None:
-            return _parallel.loop(self, backend, states, inputs, mask)
+            return backend.eagerly(_parallel.loop)(self, backend, states, inputs, mask)
         python = self.unroll_fully or backend.runs_python_loops()
         plan = self.plan if backend.remats() else dataclasses.replace(self.plan, segment=None)
         fast = python and plan.segment is None  # the lean loop reuses the first call's result

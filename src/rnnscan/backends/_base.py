@@ -208,6 +208,11 @@ class Backend:
         """A context in which the framework's global random state ends as it began."""
         return contextlib.nullcontext()
 
+    def eagerly(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        """``function`` run as it is, where a compiler tracing it could not (torch.compile: a
+        graph break around it); ``function`` itself elsewhere."""
+        return function
+
     def remats(self) -> bool:
         """True where remat can save memory now (there is an autodiff to save it from)."""
         return True

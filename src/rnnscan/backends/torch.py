@@ -171,6 +171,12 @@ class TorchBackend(Backend):
         devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
         return torch.random.fork_rng(devices=devices)
 
+    def eagerly(self, function: Any) -> Any:
+        # parallel=True under torch.compile: Dynamo fails on torch.func.jvp of the batched step
+        # (torch 2.13: an internal assert in a view's forward-mode metadata), and the iteration
+        # count is data-dependent anyway: the solve runs eagerly, a graph break on each side
+        return torch.compiler.disable(function) if torch.compiler.is_compiling() else function
+
     def remats(self) -> bool:
         # Under torch.compile (torch 2.13) Dynamo cannot trace a checkpointed segment around
         # the scan op's body (optree's methods inside it): the compiled loop keeps its residuals.
