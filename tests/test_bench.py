@@ -329,9 +329,15 @@ def test_long_sequences_suite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 def test_the_recorded_results_are_in_the_one_schema() -> None:
     """docs/bench holds each suite's recorded run, in the schema the report reads (no code of its own)."""
     recorded = Path(__file__).resolve().parents[1] / "docs" / "bench"
-    suites = {json.loads(p.read_text())["suite"]: p.stem for p in recorded.glob("*.json")}
-    assert suites == {"grid": "quick", "keras-lstm": "keras_lstm", "long": "long_sequences"}
-    for stem in suites.values():
+    suites = {p.stem: json.loads(p.read_text())["suite"] for p in recorded.glob("*.json")}
+    assert suites == {
+        "quick": "grid",
+        "keras_lstm": "keras-lstm",
+        "long_sequences": "long",
+        "parallel_torch": "parallel",  # the parallel suite's two runs (docs/parallel.md)
+        "parallel_others": "parallel",
+    }
+    for stem in suites:
         doc = json.loads((recorded / f"{stem}.json").read_text())
         assert doc["schema"] == 3 and {"date", "command", "machine", "settings", "rows"} <= doc.keys()
         assert [r.to_json() for r in rows_of(doc)] == doc["rows"] and doc["command"].startswith("python -m rnnscan")
