@@ -3,7 +3,8 @@ arrays made from and read back into NumPy, the few operations the test step func
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,19 @@ from rnnscan._frameworks import Ops as Framework
 from rnnscan._frameworks import installed
 from rnnscan._frameworks import ops as framework
 
-__all__ = ["BACKENDS", "Framework", "framework", "gradient", "installed"]
+__all__ = ["BACKENDS", "Framework", "float64", "framework", "gradient", "installed"]
+
+
+@contextlib.contextmanager
+def float64(fw: Framework) -> Iterator[None]:
+    """float64 arrays where the framework needs telling (JAX: x64 enabled for the block)."""
+    if fw.name == "jax":
+        import jax
+
+        with jax.enable_x64(True):
+            yield
+    else:
+        yield
 
 
 def gradient(fw: Framework, loss: Callable[..., Any], params: list[np.ndarray]) -> list[np.ndarray]:

@@ -3,26 +3,13 @@ differentiable backend (JAX, PyTorch, TensorFlow)."""
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 
 import rnnscan
 
 from cases import gradient_problem
-from frameworks import Framework, gradient
-
-
-@contextlib.contextmanager
-def float64(fw: Framework):
-    if fw.name == "jax":
-        import jax
-
-        with jax.enable_x64(True):
-            yield
-    else:
-        yield
+from frameworks import Framework, float64, gradient
 
 
 def make_loss(fw: Framework, rng: np.random.Generator, mask: np.ndarray, **kwargs):

@@ -4,7 +4,6 @@ iteration count, the fallback's warning, a step that mixes its units, the errors
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import warnings
 
@@ -14,21 +13,10 @@ import pytest
 import rnnscan
 from rnnscan import _parallel
 
-from frameworks import Framework, gradient
+from frameworks import Framework, float64, gradient
 
 B, T, D, U = 3, 11, 3, 4  # T: not a power of two
 TOL = dict(rtol=2e-5, atol=2e-5)
-
-
-@contextlib.contextmanager
-def float64(fw: Framework):
-    if fw.name == "jax":
-        import jax
-
-        with jax.enable_x64(True):
-            yield
-    else:
-        yield
 
 
 def barrier(fw: Framework) -> None:
@@ -386,6 +374,17 @@ def test_integer_states_are_refused(backend, rng):
 # -- transforms --------------------------------------------------------------------------------
 
 
+def gru_problem(name, rng):
+    """Framework ``name``'s table, the GRU cell's weights, and inputs, an initial state and a mask
+    in its arrays."""
+    from frameworks import framework
+
+    fw = framework(name)
+    x = fw.asarray(rng.standard_normal((B, T, D)).astype("float32"))
+    h0 = fw.asarray(rng.standard_normal((B, U)).astype("float32"))
+    return fw, weights(rng), x, h0, fw.asarray(rng.random((B, T)) > 0.3)
+
+
 def test_jax_jit_vmap_grad(rng):
     jax = pytest.importorskip("jax")
     from frameworks import framework
@@ -408,13 +407,7 @@ def test_jax_jit_vmap_grad(rng):
 
 def test_torch_func_grad_and_vmap(rng):
     torch = pytest.importorskip("torch")
-    from frameworks import framework
-
-    fw = framework("torch")
-    p = weights(rng)
-    x = torch.as_tensor(rng.standard_normal((B, T, D)).astype("float32"))
-    h0 = torch.as_tensor(rng.standard_normal((B, U)).astype("float32"))
-    mask = torch.as_tensor(rng.random((B, T)) > 0.3)
+    fw, p, x, h0, mask = gru_problem("torch", rng)
 
     def loss(w, parallel):
         step, states, _ = make_cell(fw, "gru", {"w": w, "v": p["v"]})
@@ -432,13 +425,7 @@ def test_torch_compile_runs_the_solve_between_graph_breaks(rng):
     """Under ``torch.compile`` the Newton solve runs eagerly (Dynamo cannot trace ``torch.func.jvp`` of the
     batched step, and the iteration count is data-dependent): the same results and gradients."""
     torch = pytest.importorskip("torch")
-    from frameworks import framework
-
-    fw = framework("torch")
-    p = weights(rng)
-    x = torch.as_tensor(rng.standard_normal((B, T, D)).astype("float32"))
-    h0 = torch.as_tensor(rng.standard_normal((B, U)).astype("float32"))
-    mask = torch.as_tensor(rng.random((B, T)) > 0.3)
+    fw, p, x, h0, mask = gru_problem("torch", rng)
     w = torch.as_tensor(p["w"]).requires_grad_()
 
     def loss(parallel):
@@ -456,13 +443,7 @@ def test_torch_compile_runs_the_solve_between_graph_breaks(rng):
 
 def test_tf_function_and_gradient_tape(rng):
     tf = pytest.importorskip("tensorflow")
-    from frameworks import framework
-
-    fw = framework("tensorflow")
-    p = weights(rng)
-    x = tf.constant(rng.standard_normal((B, T, D)).astype("float32"))
-    h0 = tf.constant(rng.standard_normal((B, U)).astype("float32"))
-    mask = tf.constant(rng.random((B, T)) > 0.3)
+    fw, p, x, h0, mask = gru_problem("tensorflow", rng)
     w = tf.Variable(p["w"])
 
     def run(parallel):
