@@ -71,9 +71,7 @@ def rebuilder(spec: PyTreeSpec) -> Callable[[list[Any]], Any]:
         return only_leaf
     # (under torch.compile the spec is Dynamo's stand-in for optree's, which it can call)
     build = _builder(spec.unflatten(range(spec.num_leaves))) if type(spec) is PyTreeSpec else None
-    if build is None:
-        return spec.unflatten
-    return lambda tree_leaves: build(tree_leaves)
+    return spec.unflatten if build is None else build
 
 
 def _builder(template: Any) -> Callable[[Any], Any] | None:
