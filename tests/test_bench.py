@@ -27,7 +27,7 @@ from rnnscan.bench import long as long_suite
 from rnnscan.bench.grid import QUICK_TIME
 from rnnscan.bench.harness import Row, run_all
 from rnnscan.bench.long_report import record, to_row
-from rnnscan.bench.peers import BACKEND_MODES, BACKENDS, KERAS3, MODES, Impl, implementations
+from rnnscan.bench.peers import BACKENDS, KERAS3, MODES, XLA_MODES, Impl, implementations, modes_of
 from rnnscan.bench.plots import plot_ratios, plot_times
 from rnnscan.bench.report import cell, derive, duration, notes, print_report, rows_of, us
 from rnnscan.bench.timing import UNSTEADY, measure
@@ -69,7 +69,7 @@ def test_every_peer_ran_once(runs: dict[str, dict[str, Any]]) -> None:
         if impl.quick and installed(impl.backend)
         for workload in WORKLOADS
         if impl.workloads is None or workload in impl.workloads
-        for mode in BACKEND_MODES[impl.backend]
+        for mode in modes_of(impl.backend, quick=True)
     ]
     assert len(_rows(runs)) == len(rows) == len(expected)
     for impl, workload, mode in expected:
@@ -140,6 +140,26 @@ def test_plots_have_a_panel_per_backend_and_workload(runs: dict[str, dict[str, A
     assert plot_times(rows, tmp_path / "times.png", 2, 8) == [f"{b}, {w}" for w in WORKLOADS for b in runs]
     for path in (tmp_path / "ratios.png", tmp_path / "times.png", *(r["out"] / "bench.png" for r in runs.values())):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(not (installed("tensorflow") and installed("keras")), reason="needs TensorFlow and Keras 3")
+def test_tensorflow_xla_passes_and_keras_in_this_process(tmp_path: Path) -> None:
+    """The full grid times TensorFlow's passes under XLA too, each against the XLA peers alone; Keras 3 on
+    TensorFlow (its default backend) runs in this process, interleaved with the other peers."""
+    tiny = ["--T", "4", "--B", "2", "--U", "8", "--repeats", "2", "--workloads", "W1", "--backends", "tensorflow"]
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    command = [sys.executable, "-m", "rnnscan", "bench", *tiny, "--no-progress", "--out", str(tmp_path)]
+    subprocess.run(command, check=True, capture_output=True, env=env, timeout=600)
+    rows = rows_of(json.loads((tmp_path / "bench.json").read_text()))
+    assert sorted((r.impl, r.mode) for r in rows) == sorted(
+        (impl, mode) for impl in ("rnnscan", "while_loop by hand", "tf_keras", KERAS3) for mode in MODES + XLA_MODES
+    )
+    for row in rows:
+        assert row.status == "ok" and row.agrees, row.traceback or row.error
+        same = [r for r in rows if r.mode == row.mode and not r.rnnscan]
+        assert row.fastest_peer == min(same, key=lambda r: r.median_s or 0.0).impl
+    (keras,) = {r.note for r in rows if r.impl == KERAS3}
+    assert keras.startswith("Keras 3.") and keras.endswith("tf.function, in this process")
 
 
 def test_a_numpy_only_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

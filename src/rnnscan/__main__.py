@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import logging
 import os
 import re
 import sys
@@ -31,6 +32,9 @@ def quiet_logs() -> None:
 
         if absl.logging.get_verbosity() == absl.logging.WARNING:  # absl's default: the user set nothing
             absl.logging.set_verbosity(absl.logging.ERROR)
+    tf_logger = logging.getLogger("tensorflow")  # its Python warnings (a bench builds many tf.functions: retracing)
+    if tf_logger.level == logging.NOTSET:
+        tf_logger.setLevel(logging.ERROR)
 
 
 @contextlib.contextmanager

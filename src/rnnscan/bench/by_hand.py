@@ -85,8 +85,11 @@ def torch_scan_by_hand(step: Callable[..., Any], x: Any, states: Any, mask: Any)
 
 
 def tensorflow_by_hand(step: Callable[..., Any], x: Any, states: Any, mask: Any) -> Any:
-    """``tf.while_loop`` over ``TensorArray``s with the masked update written out (for ``tf.function``)."""
+    """``tf.while_loop`` over ``TensorArray``s with the masked update written out (for ``tf.function``); under
+    ``jit_compile=True`` with the ``maximum_iterations`` that XLA needs to differentiate it, as a user then writes."""
     import tensorflow as tf
+
+    from ..backends._compat import tf_building_for_xla
 
     time = x.shape[1]
     xs = tf.TensorArray(x.dtype, size=time).unstack(tf.transpose(x, [1, 0, 2]))
@@ -98,5 +101,6 @@ def tensorflow_by_hand(step: Callable[..., Any], x: Any, states: Any, mask: Any)
         return t + 1, states, out, outputs.write(t, out)
 
     init = (tf.constant(0), list(states), _zeros_out(states, tf.zeros_like), tf.TensorArray(x.dtype, size=time))
-    *_, outputs = tf.while_loop(lambda t, *_: t < time, body, init)
+    bound = time if tf_building_for_xla() else None
+    *_, outputs = tf.while_loop(lambda t, *_: t < time, body, init, maximum_iterations=bound)
     return tf.transpose(outputs.stack(), [1, 0, 2])

@@ -146,7 +146,7 @@ def work(job: dict[str, Any], emit: Callable[[Any], None]) -> int:
             emit(row)
         return 1
     for row in rows:
-        row.note = f"Keras {keras.__version__}, {impl.note}"
+        row.note = f"Keras {keras.__version__}, {impl.note}, subprocess"
     for row in run_all(rows, lambda _: impl, settings, emit):
         emit(row)
     return 0

@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .peers import BACKEND_MODES, BACKENDS, EXTRAS, FORWARD, Impl
+from .._frameworks import installed
+from .peers import BACKENDS, EXTRAS, FORWARD, Impl, base_mode, modes_of
 from .timing import UNSTEADY, Timing, measure
 from .workloads import WORKLOADS, make_data
 
@@ -121,7 +122,7 @@ def plan(settings: Settings, impls: list[Impl]) -> tuple[list[Row], list[Row]]:
         mine = [i for i in impls if i.backend == backend and (i.quick or not settings.quick)]
         for workload in settings.workloads:
             for t, b, u in settings.sizes():
-                for mode in BACKEND_MODES[backend]:
+                for mode in modes_of(backend, settings.quick):
                     for impl in mine:
                         if impl.workloads is None or workload in impl.workloads:
                             row = Row(backend, impl.name, workload, t, b, u, mode, impl.rnnscan, impl.note)
@@ -144,11 +145,27 @@ def execute(rows: list[Row], settings: Settings, impls: list[Impl], progress: Ca
     by_name = {(i.backend, i.name): i for i in impls}
     done: list[Row] = []
     for backend in settings.backends:
-        local = [r for r in rows if r.backend == backend and not by_name[backend, r.impl].in_keras_worker]
+        mine = [r for r in rows if r.backend == backend]
+        here = keras_runs_here(backend) if any(by_name[backend, r.impl].in_keras_worker for r in mine) else None
+        for r in mine:
+            if by_name[backend, r.impl].in_keras_worker and here:
+                r.note = f"Keras {here}, {r.note}, in this process"
+        local = [r for r in mine if not by_name[backend, r.impl].in_keras_worker or here]
         done += run_all(local, lambda r: by_name[r.backend, r.impl], settings, progress)
-        in_worker = [r for r in rows if r.backend == backend and by_name[backend, r.impl].in_keras_worker]
+        in_worker = [r for r in mine if by_name[backend, r.impl].in_keras_worker and not here]
         done += keras_worker(backend, in_worker, settings, progress) if in_worker else []
     return done
+
+
+def keras_runs_here(backend: str) -> str | None:
+    """Keras 3's version if this process's Keras runs on ``backend`` (its rows are then timed interleaved with the
+    other peers'), else None. Keras picks its backend once per process, from ``KERAS_BACKEND`` (TensorFlow by
+    default): other backends' rows run in a worker."""
+    if backend != os.environ.get("KERAS_BACKEND", "tensorflow") or not installed("keras"):
+        return None
+    import keras
+
+    return keras.__version__ if keras.backend.backend() == backend else None
 
 
 def run_all(
@@ -203,7 +220,8 @@ def run_problem(rows: list[Row], impls: list[Impl], settings: Settings) -> list[
     for row, outcome in zip(rows, outcomes):
         result = fill(row, outcome)
         if row.status == "ok":
-            arrays = [np.asarray(result, np.float64) * data.mask[..., None]] if row.mode == FORWARD else result
+            forward = base_mode(row.mode) == FORWARD
+            arrays = [np.asarray(result, np.float64) * data.mask[..., None]] if forward else result
             row.checksum = [float(f(np.asarray(a, np.float64)).sum()) for a in arrays for f in (np.asarray, np.abs)]
     return rows
 

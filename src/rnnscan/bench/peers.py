@@ -21,8 +21,10 @@ from .workloads import Data
 
 FORWARD, BACKWARD = "forward", "forward+backward"
 MODES = (FORWARD, BACKWARD)
+XLA = ", XLA"  # a TensorFlow pass compiled by tf.function(jit_compile=True): timed against its XLA peers alone
+XLA_MODES = tuple(m + XLA for m in MODES)  # not in --quick
 BACKENDS = FRAMEWORKS
-BACKEND_MODES = {"numpy": (FORWARD,), "jax": MODES, "torch": MODES, "tensorflow": MODES}
+BACKEND_MODES = {"numpy": (FORWARD,), "jax": MODES, "torch": MODES, "tensorflow": MODES + XLA_MODES}
 KERAS3, FUSED = "keras3", "torch.nn fused"
 EXTRAS = {"jax": "jax", "torch": "torch", "tensorflow": "tensorflow", "keras": "bench", "tf_keras": "bench"}
 
@@ -40,7 +42,8 @@ class Impl:
     build: Build
     rnnscan: bool = False
     needs: tuple[str, ...] = ()  # modules needed beyond the backend's framework
-    in_keras_worker: bool = False  # Keras 3 fixes its backend per process: run in a subprocess per backend
+    in_keras_worker: bool = False  # Keras 3 fixes its backend per process: a subprocess per backend, unless
+    # this process's Keras is on that backend (harness.keras_runs_here)
     workloads: tuple[str, ...] | None = None  # None: every workload
     note: str = ""  # how it runs, shown under the tables
     quick: bool = True  # part of --quick
@@ -113,11 +116,28 @@ def jax_harness(rnn_call: RnnCall) -> Build:
     return build
 
 
-def tensorflow_harness(rnn_call: RnnCall, jit_compile: bool = False) -> Build:
-    """``tf.function`` (optionally XLA) of the forward pass, or of a ``GradientTape`` pass."""
+def modes_of(backend: str, quick: bool) -> tuple[str, ...]:
+    """The passes timed on ``backend``: XLA's not in ``--quick``."""
+    return tuple(m for m in BACKEND_MODES[backend] if not (quick and m in XLA_MODES))
+
+
+def base_mode(mode: str) -> str:
+    """The pass of a mode: ``forward`` or ``forward+backward``, XLA or not."""
+    return mode.removesuffix(XLA)
+
+
+def short_mode(mode: str) -> str:
+    """``fwd``, ``fwd+bwd``, ``fwd XLA``, ``fwd+bwd XLA``: a mode in a table's line or a plot's label."""
+    return ("fwd" if base_mode(mode) == FORWARD else "fwd+bwd") + (" XLA" if mode in XLA_MODES else "")
+
+
+def tensorflow_harness(rnn_call: RnnCall) -> Build:
+    """``tf.function`` of the forward pass, or of a ``GradientTape`` pass; ``jit_compile=True`` in the XLA modes."""
 
     def build(data: Data, mode: str) -> Runner:
         import tensorflow as tf
+
+        jit_compile, mode = mode in XLA_MODES, base_mode(mode)
 
         args, forward = _traced(data, tf.constant, rnn_call, "tensorflow")
 
@@ -213,19 +233,18 @@ def implementations() -> list[Impl]:
     return [
         Impl("numpy", "rnnscan", np_(ours), rnnscan=True),
         Impl("numpy", "loop by hand", np_(numpy_by_hand)),
-        _keras3("numpy", "keras.src.backend.rnn, numpy backend, subprocess"),
+        _keras3("numpy", "keras.src.backend.rnn, numpy backend"),
         Impl("jax", "rnnscan", jx(ours), rnnscan=True, note="jax.jit"),
         Impl("jax", "lax.scan by hand", jx(jax_by_hand), note="jax.jit"),
-        _keras3("jax", "jax.jit, subprocess"),
+        _keras3("jax", "jax.jit"),
         Impl("torch", "rnnscan", th(ours), rnnscan=True, note="eager"),
         Impl("torch", "rnnscan compiled", th(ours, True), rnnscan=True, quick=False, note="torch.compile"),
         Impl("torch", "scan by hand compiled", th(torch_scan_by_hand, True), quick=False, note=scan),
         Impl("torch", "loop by hand", th(torch_by_hand), note="eager"),
         Impl("torch", FUSED, torch_fused_build, workloads=("W1", "W2"), note=fused),
-        _keras3("torch", "eager, subprocess"),
-        Impl("tensorflow", "rnnscan", tf(ours), rnnscan=True, note="tf.function"),
-        Impl("tensorflow", "rnnscan XLA", tf(ours, True), rnnscan=True, quick=False, note="tf.function(jit_compile)"),
+        _keras3("torch", "eager"),
+        Impl("tensorflow", "rnnscan", tf(ours), rnnscan=True, note="tf.function (XLA rows: jit_compile=True)"),
         Impl("tensorflow", "while_loop by hand", tf(tensorflow_by_hand), note="tf.function"),
         Impl("tensorflow", "tf_keras", tf(tf_keras_call), needs=("tf_keras",), note="tf.function"),
-        _keras3("tensorflow", "tf.function, subprocess"),
+        _keras3("tensorflow", "tf.function"),
     ]

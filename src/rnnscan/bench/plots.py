@@ -9,18 +9,20 @@ not installed (or there is nothing to plot).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .harness import Row, groups
-from .peers import KERAS3, MODES
+from .peers import KERAS3, MODES, XLA_MODES, short_mode
 from .workloads import WORKLOADS
 
 COLORS = {  # one colour per implementation, in every panel of every run
-    "rnnscan": "#1f77b4", "rnnscan compiled": "#17becf", "rnnscan XLA": "#9467bd",
+    "rnnscan": "#1f77b4", "rnnscan compiled": "#17becf",
     "loop by hand": "#ff7f0e", "lax.scan by hand": "#e377c2", "while_loop by hand": "#7f7f7f",
     "scan by hand compiled": "#bcbd22", "torch.nn fused": "#2ca02c", "tf_keras": "#8c564b", KERAS3: "#d62728",
 }  # fmt: skip
+STYLES = dict(zip(MODES + XLA_MODES, ("-", "--", ":", "-.")))  # the line of each pass against T
 RATIO_TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 0.8, 1, 1.25, 2, 5, 10, 20, 50, 100)
 VERSUS = {"scan by hand compiled": "rnnscan compiled"}
 LONG_COLORS = {
@@ -93,7 +95,7 @@ def plot_times(rows: list[Row], path: Path, batch: int, units: int) -> list[str]
     for ax, (workload, backend) in zip(axes.flat, ((w, b) for w in workloads for b in backends)):
         mine = [r for r in chosen if r.workload == workload and r.backend == backend]
         for name in dict.fromkeys(r.impl for r in mine):
-            for mode, style in zip(MODES, ("-", "--")):
+            for mode, style in STYLES.items():
                 line = sorted((r for r in mine if r.impl == name and r.mode == mode), key=lambda r: r.T)
                 times = [r.T for r in line], [(r.per_step_s or 0) * 1e6 for r in line]
                 ax.plot(*times, style + "o", color=COLORS.get(name, "gray"), ms=3)
@@ -103,13 +105,13 @@ def plot_times(rows: list[Row], path: Path, batch: int, units: int) -> list[str]
         ax.set_title(f"{backend}, {workload}: {WORKLOADS[workload].title}", fontsize=8)
         ax.set_xlabel("T (time steps)", fontsize=8)
         ax.set_ylabel("µs per step", fontsize=8)
-    handles = _legend([r.impl for r in chosen], markers=False)
+    handles = _legend([r.impl for r in chosen], markers=False, modes=[r.mode for r in chosen])
     _save(plt, fig, path, f"time per step against T, B={batch} U={units} float32 (medians)", handles)
     return [f"{b}, {w}" for w in workloads for b in backends]
 
 
 def _pass(row: Row) -> str:
-    return "fwd" if row.mode == MODES[0] else "fwd+bwd"
+    return short_mode(row.mode)
 
 
 def _pyplot() -> Any:
@@ -140,8 +142,9 @@ def _log_ticks(ax: Any, steps: list[int]) -> None:
     ax.tick_params(labelsize=7)
 
 
-def _legend(names: list[str], markers: bool) -> list[Any]:
-    """A handle per implementation (its colour), and without ``markers`` one per pass (the line style)."""
+def _legend(names: list[str], markers: bool, modes: Sequence[str] = ()) -> list[Any]:
+    """A handle per implementation (its colour), and without ``markers`` one per pass of ``modes`` (the line
+    style)."""
     from matplotlib.lines import Line2D
 
     def handle(label: str, **style: Any) -> Any:
@@ -151,7 +154,8 @@ def _legend(names: list[str], markers: bool) -> list[Any]:
         handle(n, color=COLORS.get(n, "gray"), marker="o", linestyle="" if markers else "-")
         for n in dict.fromkeys(names)
     ]
-    return handles if markers else handles + [handle(m, color="black", linestyle=s) for m, s in zip(MODES, ("-", "--"))]
+    passes = [handle(m, color="black", linestyle=s) for m, s in STYLES.items() if m in modes]
+    return handles if markers else handles + passes
 
 
 def _save(plt: Any, fig: Any, path: Path, title: str, handles: list[Any]) -> None:

@@ -24,7 +24,7 @@ from types import ModuleType
 from typing import Any
 
 from .harness import Row, Settings, groups
-from .peers import BACKENDS, KERAS3, MODES
+from .peers import BACKENDS, KERAS3, MODES, XLA_MODES, short_mode
 from .timing import UNSTEADY
 from .workloads import INPUT_DIM, WORKLOADS
 
@@ -53,8 +53,8 @@ def derive(rows: list[Row]) -> list[Row]:
             if reference is not None:
                 row.max_rel_diff = relative_difference(row.checksum, reference.checksum)
                 row.agrees = row.max_rel_diff <= AGREE_RTOL
-    backend = {b: k for k, b in enumerate(BACKENDS)}
-    return sorted(rows, key=lambda r: (backend.get(r.backend, 9), r.workload, r.B, r.U, r.T, MODES.index(r.mode)))
+    backend, mode = {b: k for k, b in enumerate(BACKENDS)}, MODES + XLA_MODES
+    return sorted(rows, key=lambda r: (backend.get(r.backend, 9), r.workload, r.B, r.U, r.T, mode.index(r.mode)))
 
 
 def relative_difference(got: list[float], want: list[float]) -> float:
@@ -162,7 +162,7 @@ def pivot(rows: list[Row], backend: str) -> tuple[list[str], list[tuple[str, lis
     lines = []
     for members in groups(mine):
         r, by_impl = members[0], {m.impl: m for m in members}
-        label = f"{r.workload} T={r.T} B={r.B} U={r.U} {'fwd' if r.mode == MODES[0] else 'fwd+bwd'}"
+        label = f"{r.workload} T={r.T} B={r.B} U={r.U} {short_mode(r.mode)}"
         lines.append((label, [by_impl.get(name) for name in impls]))
     return impls, lines
 
