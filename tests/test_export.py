@@ -265,8 +265,9 @@ def test_torch_compile_dynamic_batch_compiles_once(rng: np.random.Generator) -> 
 tf_only = pytest.mark.skipif(not installed("tensorflow"), reason="tensorflow is not installed")
 
 
-def _tf_masked(rng: np.random.Generator, signature: list):  # noqa: ANN202 - a tf.Module
-    """A masked loop: a module whose ``serve`` is a ``tf.function`` ``(x, mask) -> (outputs, h)``."""
+def _tf_masked(rng: np.random.Generator, signature: list, zeros: bool):  # noqa: ANN202 - a tf.Module
+    """A masked loop: a module whose ``serve`` is a ``tf.function`` ``(x, mask) -> (outputs, h)``; ``zeros``:
+    ``zero_output_for_mask``, where the loop runs only the span of steps that keep a sample."""
     import tensorflow as tf
 
     import rnnscan
@@ -282,7 +283,8 @@ def _tf_masked(rng: np.random.Generator, signature: list):  # noqa: ANN202 - a t
 
         @tf.function(input_signature=signature)
         def serve(self, x, mask):
-            _, outputs, (h,) = rnnscan.rnn(self.step, x, [tf.zeros(tf.stack([tf.shape(x)[0], U]))], mask=mask)
+            h0 = tf.zeros(tf.stack([tf.shape(x)[0], U]))
+            _, outputs, (h,) = rnnscan.rnn(self.step, x, [h0], mask=mask, zero_output_for_mask=zeros)
             return outputs, h
 
     return Model()
@@ -300,11 +302,12 @@ ENDS = ((True, False), (False, True))  # (keep_first, keep_last) at each of SIZE
 
 
 @tf_only
-def test_tf_saved_model_unknown_batch_and_time(rng: np.random.Generator, tmp_path) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("zeros", [False, True], ids=["every-step", "span"])
+def test_tf_saved_model_unknown_batch_and_time(rng: np.random.Generator, zeros: bool, tmp_path) -> None:  # noqa: ANN001
     import tensorflow as tf
 
     spec = [tf.TensorSpec([None, None, D], tf.float32), tf.TensorSpec([None, None], tf.bool)]
-    model = _tf_masked(rng, spec)
+    model = _tf_masked(rng, spec, zeros)
     tf.saved_model.save(model, str(tmp_path))
     loaded = tf.saved_model.load(str(tmp_path))  # (kept: its variables live as long as it does)
     graph = model.serve.get_concrete_function().graph.as_graph_def()
@@ -318,12 +321,13 @@ def test_tf_saved_model_unknown_batch_and_time(rng: np.random.Generator, tmp_pat
 
 
 @tf_only
-def test_tflite_builtins_fixed_length(rng: np.random.Generator) -> None:
+@pytest.mark.parametrize("zeros", [False, True], ids=["every-step", "span"])
+def test_tflite_builtins_fixed_length(rng: np.random.Generator, zeros: bool) -> None:
     """Builtin ops only (no TF Select ops): on main the span's Repeat and EnsureShape needed them."""
     import tensorflow as tf
 
     batch, time = SIZES[1]
-    model = _tf_masked(rng, [tf.TensorSpec([batch, time, D]), tf.TensorSpec([batch, time], tf.bool)])
+    model = _tf_masked(rng, [tf.TensorSpec([batch, time, D]), tf.TensorSpec([batch, time], tf.bool)], zeros)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([model.serve.get_concrete_function()], model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     interpreter = tf.lite.Interpreter(model_content=converter.convert())
@@ -341,7 +345,8 @@ def test_tflite_builtins_fixed_length(rng: np.random.Generator) -> None:
 
 
 @tf_only
-def test_tf2onnx_in_onnxruntime(rng: np.random.Generator) -> None:
+@pytest.mark.parametrize("zeros", [False, True], ids=["every-step", "span"])
+def test_tf2onnx_in_onnxruntime(rng: np.random.Generator, zeros: bool) -> None:
     """What Keras 3's TensorFlow-backend ONNX export runs; on main onnxruntime failed in
     ``Reshape node 'Repeat/Reshape_1'``. One ``Loop`` op."""
     import onnxruntime
@@ -349,7 +354,7 @@ def test_tf2onnx_in_onnxruntime(rng: np.random.Generator) -> None:
     import tf2onnx
 
     spec = [tf.TensorSpec([None, None, D], tf.float32, name="x"), tf.TensorSpec([None, None], tf.bool, name="m")]
-    model = _tf_masked(rng, spec)
+    model = _tf_masked(rng, spec, zeros)
     proto, _ = tf2onnx.convert.from_function(model.serve, input_signature=spec, opset=17)
     assert collections.Counter(node.op_type for node in proto.graph.node)["Loop"] == 1
     session = onnxruntime.InferenceSession(proto.SerializeToString())

@@ -344,16 +344,19 @@ def test_backend_reshape_skips_only_no_op_reshapes() -> None:
     np.testing.assert_array_equal(out.numpy(), np.arange(6, dtype=np.float32).reshape(3, 2))
 
 
-@pytest.mark.parametrize("zero", [False, True])
+@pytest.mark.parametrize(
+    ("zero", "all_outputs", "steps"), [(True, True, (4, 1)), (False, False, (4, 1)), (False, True, (8, 8))]
+)
 @pytest.mark.parametrize("aliased", [False, True])
 @pytest.mark.parametrize("shapes", ["static", "unknown"])
 def test_graph_loop_runs_only_from_the_first_to_the_last_step_that_keeps_a_sample(
-    rng: np.random.Generator, zero: bool, aliased: bool, shapes: str
+    rng: np.random.Generator, zero: bool, all_outputs: bool, steps: tuple[int, int], aliased: bool, shapes: str
 ) -> None:
-    """Leading and trailing steps that keep no sample (padding) are not run in a graph; the
-    results and gradients are the eager loop's (which computes no such step either, and is
-    checked against tf-keras by the differential suite). A batch that keeps nothing runs
-    its last step alone."""
+    """Leading and trailing steps that keep no sample (padding) are not run in a graph where
+    their outputs are zeros or not returned (``zero_output_for_mask``, or only the last output);
+    a batch that keeps nothing runs its last step alone. Else a masked step outputs the last
+    output, and every step runs (rather than copying every output to fill them in). The results
+    and gradients are the eager loop's (checked against tf-keras by the differential suite)."""
     x = tf.constant(rng.standard_normal((3, 8, 2)), tf.float32)
     h0 = tf.constant(rng.standard_normal((3, 4)), tf.float32)
     w = tf.Variable(rng.standard_normal((2, 4)), dtype=tf.float32)
@@ -366,7 +369,9 @@ def test_graph_loop_runs_only_from_the_first_to_the_last_step_that_keeps_a_sampl
 
     def run(x: Any, h0: Any, mask: Any) -> Any:
         with tf.GradientTape() as tape:
-            last, outputs, (h,) = rnnscan.rnn(step, x, [h0], mask=mask, zero_output_for_mask=zero)
+            last, outputs, (h,) = rnnscan.rnn(
+                step, x, [h0], mask=mask, zero_output_for_mask=zero, return_all_outputs=all_outputs
+            )
             loss = tf.reduce_sum(outputs * outputs) + tf.reduce_sum(tf.sin(last)) + tf.reduce_sum(h)
         return (last, outputs, h), tape.gradient(loss, [w, h0])
 
@@ -374,11 +379,11 @@ def test_graph_loop_runs_only_from_the_first_to_the_last_step_that_keeps_a_sampl
     mask[0, 2:5] = mask[1, 3] = mask[2, [2, 5]] = True  # steps 2 to 5 keep a sample; 4 keeps one
     signature = [_unknown(x), _unknown(h0), tf.TensorSpec([None, None], tf.bool)] if shapes == "unknown" else None
     graph = tf.function(run, input_signature=signature)
-    for m, steps in ((mask, 4), (np.zeros((3, 8), bool), 1)):
+    for m, run_steps in zip((mask, np.zeros((3, 8), bool)), steps):
         iterations.assign(0)
         got = graph(x, h0, tf.constant(m))
         # (+ 2: the graph also runs the step's two shape-finding calls, its variable op being stateful)
-        assert int(iterations.numpy()) == steps + 2
+        assert int(iterations.numpy()) == run_steps + 2
         expected = run(x, h0, tf.constant(m))
         assert_trees_close(
             optree.tree_map(np.asarray, got), optree.tree_map(np.asarray, expected), rtol=1e-6, atol=1e-6

@@ -69,12 +69,14 @@ def scan_loop(
     python = python or backend.runs_python_loops()
     primitive = functools.partial(python_scan, backend) if python else backend.scan
     one_loop = plan.segment is None and plan.unroll == 1
-    span = backend.kept_span(mask) if mask is not None and one_loop and not python else None
+    # Skipped steps output zeros: after the last kept step, a masked step outputs the last output, so a span
+    # would need the outputs filled in (a copy of them all); the loop runs those steps instead.
+    trims = mask is not None and one_loop and not python and (zero_output_for_mask or not keep_all)
+    span = backend.kept_span(mask) if trims else None
     if span is None:
         carry, ys = _scan_in_blocks(backend, primitive, body_of, step, carry, xs, plan, python=python)
-    else:  # only the steps from the first that keeps a sample to the last
-        start, stop = span
-        carry, ys = primitive(body_of(step), carry, [x[start:stop] for x in xs])
+    else:  # only the steps from the first that keeps a sample to the last: the outputs of the others are zeros
+        carry, ys = primitive(body_of(step), carry, xs, span=span)
     states = carry[0]
     if shape.aliases is None:
         last = carry[1]
@@ -89,23 +91,7 @@ def scan_loop(
                 kept = mask[-1] if zero_output_for_mask else backend.any_over_time(mask)
                 kept = backend.reshape(kept, (-1, 1))
             last = [zero_unless(backend, kept, x) for x in last]
-    if span is not None and keep_all:
-        ys = _spread_over_time(backend, ys, span, last, like=xs[0], zero_output_for_mask=zero_output_for_mask)
     return states, last, ys if keep_all else None
-
-
-def _spread_over_time(
-    backend: Backend, ys: list[Any], span: tuple[Any, Any], last: list[Any], like: Any, *, zero_output_for_mask: bool
-) -> list[Any]:
-    """The outputs of the steps of ``span`` spread over every step: zeros before the first
-    step that keeps a sample (the output before any kept step), and after the last the
-    output of a masked step, zeros with ``zero_output_for_mask`` and the last output else."""
-    start, stop = span
-    spread = []
-    for y, final in zip(ys, last):
-        zeros = backend.zeros_like(final)
-        spread.append(backend.spread_over_time(y, start, stop, zeros, zeros if zero_output_for_mask else final, like))
-    return spread
 
 
 def _scan_in_blocks(

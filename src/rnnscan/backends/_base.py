@@ -167,14 +167,9 @@ class Backend:
     def kept_span(self, mask: Any) -> tuple[Any, Any] | None:
         """For a traced loop whose time length may be data-dependent: ``(start, stop)``, the
         steps from the first that keeps a sample to the last (or the last step alone if none
-        does), as scalars of the framework; None where the loop's length must stay ``T``."""
+        does), as scalars of the framework, for :meth:`scan`'s ``span``; None where the loop
+        runs every step."""
         return None
-
-    def spread_over_time(self, ys: Any, start: Any, stop: Any, before: Any, after: Any, like: Any) -> Any:
-        """``ys`` ``(stop - start, ...)``, the outputs of steps ``start`` to ``stop``, placed
-        in a ``(T, ...)`` array (T: ``like``'s axis 0) with ``before`` ``(...)`` at every
-        earlier step and ``after`` at every later one (where :meth:`kept_span` gives spans)."""
-        raise NotImplementedError
 
     def to_bool(self, x: Any) -> Any:
         """Nonzero keeps: a numeric mask as booleans."""
@@ -189,13 +184,17 @@ class Backend:
         """True where the loop is best a plain Python loop now (eager execution)."""
         return True
 
-    def scan(self, body: Callable[..., Any], carry: Any, xs: list[Any], unroll: int = 1) -> tuple[Any, list[Any]]:
+    def scan(
+        self, body: Callable[..., Any], carry: Any, xs: list[Any], unroll: int = 1, span: tuple[Any, Any] | None = None
+    ) -> tuple[Any, list[Any]]:
         """The backend's traced loop primitive, used where :meth:`runs_python_loops` is False:
         ``body(carry, xs_t) -> (carry, ys_t)`` at every step of axis 0 of ``xs``; returns the
         last carry and the ``ys`` stacked along time.
 
         ``carry`` is a tuple of lists of arrays; ``ys_t`` a list of arrays. ``unroll``
         matters only where :attr:`unrolls_natively` (the loop runs blocks of steps elsewhere).
+        ``span``, where :meth:`kept_span` gives one: ``(start, stop)``, run only those steps;
+        the ``ys`` of the others are zeros.
         """
         raise NotImplementedError
 

@@ -48,8 +48,8 @@ class TensorflowBackend(Backend):
 
     def kept_span(self, mask: Any) -> tuple[Any, Any] | None:
         # In graphs the while loop's length may depend on the data: the leading and trailing
-        # steps that keep no sample (padding) are not run. XLA needs static shapes. Written in
-        # ops that TFLite's builtins and tf2onnx both know (no Where, Repeat or EnsureShape).
+        # steps that keep no sample (padding) are not run. XLA needs a static count. Written in
+        # ops that TFLite's builtins and tf2onnx both know (no Where).
         if tf.executing_eagerly() or _compat.tf_building_for_xla():
             return None
         kept = tf.cast(tf.reduce_any(mask, axis=1), tf.int32)  # (time,): 1 where a step keeps a sample
@@ -59,21 +59,6 @@ class TensorflowBackend(Backend):
         # None kept: the last step alone, masked (an empty TensorArray of unknown element shape cannot stack)
         none = tf.equal(tf.reduce_max(kept), 0)
         return tf.where(none, time_steps - 1, first), tf.where(none, time_steps, last + 1)
-
-    def spread_over_time(self, ys: Any, start: Any, stop: Any, before: Any, after: Any, like: Any) -> Any:
-        time_steps = tf.shape(like, out_type=tf.int32)[0]
-        shape = tf.shape(before, out_type=tf.int32)
-        # broadcasts, not tf.repeat: TFLite's builtins and tf2onnx know BroadcastTo (a count of 0 too)
-        spread = tf.concat(
-            [
-                tf.broadcast_to(before[None], tf.concat([[start], shape], 0)),
-                ys,
-                tf.broadcast_to(after[None], tf.concat([[time_steps - stop], shape], 0)),
-            ],
-            0,
-        )
-        spread.set_shape([like.shape[0], *before.shape])
-        return spread
 
     def to_bool(self, x: Any) -> Any:
         # an op, not `x != 0`: in a TF1 graph that is Python's identity comparison
@@ -152,14 +137,22 @@ class TensorflowBackend(Backend):
     def runs_python_loops(self) -> bool:
         return tf.executing_eagerly()
 
-    def scan(self, body: Any, carry: Any, xs: list[Any], unroll: int = 1) -> tuple[Any, list[Any]]:
+    def scan(
+        self, body: Any, carry: Any, xs: list[Any], unroll: int = 1, span: tuple[Any, Any] | None = None
+    ) -> tuple[Any, list[Any]]:
         """``tf.while_loop`` over axis 0 of ``xs``, read from and written to ``TensorArray``s.
 
         Time may be unknown. Stacked ``ys`` have the static time size of ``xs`` where
         that is known. The loop carries the step counter, the ``ys`` arrays and ``carry``.
+        With a ``span``, the loop runs over the span's slices of ``xs`` (views: no copy) and
+        ``ys`` are padded with zeros to the full time (no copy where nothing is padded): the
+        counter runs from 0 and writes at itself, as tf2onnx's conversion of the loop needs.
         """
-        static_time = xs[0].shape[0]
-        time_steps = static_time if static_time is not None else tf.shape(xs[0])[0]
+        static_time = xs[0].shape[0]  # of the stacked ys
+        if span is not None:
+            full_time = static_time if static_time is not None else tf.shape(xs[0])[0]
+            xs = [x[span[0] : span[1]] for x in xs]
+        time_steps = xs[0].shape[0] if xs[0].shape[0] is not None else tf.shape(xs[0])[0]
         input_tas = [tf.TensorArray(x.dtype, size=time_steps, element_shape=x.shape[1:]).unstack(x) for x in xs]
         # The ys' dtypes and shapes, from the body applied once to the time-zero slices.
         # Nothing at run time depends on this call, so the graph prunes it.
@@ -193,6 +186,8 @@ class TensorflowBackend(Backend):
         ys = []
         for ta, y in zip(output_tas, ys_spec):
             stacked = ta.stack()
+            if span is not None:
+                stacked = _pad_time(stacked, span[0], full_time - span[1])
             stacked.set_shape([static_time, *y.shape])
             ys.append(stacked)
         return carry, ys
@@ -301,6 +296,13 @@ def _zeros_like_output(output: Any, like_input: Any) -> Any:
     zeros = tf.zeros(tf.concat([tf.shape(like_input)[1:2], dims[1:]], 0), output.dtype)
     zeros.set_shape(dims)
     return zeros
+
+
+def _pad_time(x: Any, before: Any, after: Any) -> Any:
+    """``x`` ``(n, ...)`` with ``before`` steps of zeros in front and ``after`` behind. (Pad
+    forwards its input where both are 0; Concat would copy it.)"""
+    paddings = tf.concat([tf.stack([before, after])[None], tf.zeros([x.shape.rank - 1, 2], tf.int32)], 0)
+    return tf.pad(x, paddings)
 
 
 def _with_shape_of(new: Any, old: Any) -> Any:
