@@ -100,9 +100,10 @@ def states_body(loop: Loop, n_inputs: int) -> Body:
     ``kept``, ``[(batch, 1) bool]``, says whether the output is the state or zeros: with
     ``zero_output_for_mask``, whether this step was kept; else whether any step has
     been kept so far (a masked step's output repeats the previous output, which is the
-    state once a step has been kept, zeros before). No previous output is carried, and
-    no pass over all outputs is needed after the loop. ``kept`` is ``[]`` without a mask,
-    and without ``keep_all`` (the last output's flag is read off the mask after the loop).
+    state once a step has been kept, zeros before). No previous output is carried.
+    ``kept`` is ``[]`` without a mask, without ``keep_all`` (the last output's flag is read
+    off the mask after the loop), and where the backend masks the outputs after the loop
+    (``Backend.masks_outputs_after_loop``): the outputs are then the masked states.
     """
     backend, step, shape, keep_all = loop.backend, loop.step, loop.shape, loop.keep_all
     assert shape.aliases is not None
@@ -117,8 +118,8 @@ def states_body(loop: Loop, n_inputs: int) -> Body:
             return (new_states, kept), ([new_states[i] for i in aliases] if keep_all else [])
         masks = dict(zip(ranks, xs_t[n_inputs:]))
         states = [backend.where(masks[r], n, s) for r, n, s in zip(shape.state_ranks, new_states, states)]
-        if not keep_all:
-            return (states, kept), []
+        if not kept:  # no flag: the outputs are the masked states, masked again after the loop if need be
+            return (states, kept), ([states[i] for i in aliases] if keep_all else [])
         mask_t = masks[2] if 2 in masks else backend.reshape(masks[ranks[0]], (-1, 1))
         kept = [mask_t if loop.zero_output_for_mask else backend.logical_or(kept[0], mask_t)]
         return (states, kept), [zero_unless(backend, kept[0], states[i]) for i in aliases]

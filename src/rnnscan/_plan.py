@@ -54,15 +54,15 @@ def scan_loop(
     xs = list(inputs)
     if mask is not None:
         xs += list(shape_masks(mask, shape.state_ranks + shape.output_ranks).values())
-    if keep_all and not backend.scans_states_alone:
-        shape = dataclasses.replace(shape, aliases=None)  # the general body, carrying the previous output
     make_body = states_body if shape.aliases is not None else general_body
+    # a states-only loop's outputs masked after it, all steps at once, rather than by a flag carried through it
+    after = shape.aliases is not None and keep_all and mask is not None and backend.masks_outputs_after_loop
 
     def body_of(step: UserStep) -> Body:
         return make_body(dataclasses.replace(loop, step=step, shape=shape), n_inputs)
 
     if shape.aliases is not None:
-        kept = [] if mask is None or not keep_all else [backend.false_like(backend.reshape(mask[0], (-1, 1)))]
+        kept = [] if mask is None or not keep_all or after else [backend.false_like(backend.reshape(mask[0], (-1, 1)))]
         carry: Any = (list(states), kept)
     else:
         carry = (list(states), [backend.output_zeros(o, inputs[0]) for o in first_output])
@@ -85,12 +85,14 @@ def scan_loop(
     else:
         last = [states[i] for i in shape.aliases]
         if mask is not None:
-            if keep_all and span is None:
+            if carry[1] and span is None:
                 kept = carry[1][0]
             else:  # the last step kept (zero_output_for_mask), or any step kept
                 kept = mask[-1] if zero_output_for_mask else backend.any_over_time(mask)
                 kept = backend.reshape(kept, (-1, 1))
             last = [zero_unless(backend, kept, x) for x in last]
+        if after:  # zeros before a sample's first kept step, and with zero_output_for_mask at every masked step
+            ys = backend.zero_unless_over_time(mask if zero_output_for_mask else backend.kept_so_far(mask), ys)
     return states, last, ys if keep_all else None
 
 

@@ -23,9 +23,11 @@ class Backend:
     name: str = ""
     #: :meth:`scan` runs ``unroll=k`` itself (else the loop runs blocks of k steps)
     unrolls_natively: bool = False
-    #: a traced loop of a step whose outputs are its states carries the states alone (and a
-    #: flag), not the previous output too: whichever is faster on the framework (measured)
-    scans_states_alone: bool = True
+    #: a traced loop of a step whose outputs are its states carries the states alone, not the
+    #: previous output; with a mask and every output kept, it also carries a flag and masks
+    #: each step's outputs (False), or masks them all after the loop (True, :meth:`kept_so_far`):
+    #: whichever is faster on the framework (measured)
+    masks_outputs_after_loop: bool = False
 
     # -- recognising and converting arrays ---------------------------------
     def owns(self, x: Any) -> bool:
@@ -170,6 +172,15 @@ class Backend:
         does), as scalars of the framework, for :meth:`scan`'s ``span``; None where the loop
         runs every step."""
         return None
+
+    def kept_so_far(self, mask: Any) -> Any:
+        """``(time, batch)`` bool: whether ``mask`` keeps the sample at this step or an earlier one
+        (where :attr:`masks_outputs_after_loop`)."""
+        raise NotImplementedError
+
+    def zero_unless_over_time(self, kept: Any, ys: list[Any]) -> list[Any]:
+        """``ys``, leaves ``(time, batch, ...)``, with zeros where ``kept`` ``(time, batch)`` is False."""
+        return [self.where(kept[(..., *(None,) * (len(self.shape(y)) - 2))], y, self.zeros_like(y)) for y in ys]
 
     def to_bool(self, x: Any) -> Any:
         """Nonzero keeps: a numeric mask as booleans."""
