@@ -26,6 +26,17 @@ def shape_masks(mask: Any, ranks: Sequence[int]) -> dict[int, Any]:
     return {rank: mask[(..., *(None,) * (rank - 1))] for rank in sorted(set(ranks))}
 
 
+def mask_at_step(backend: Backend, mask_t: Any, ranks: Sequence[int]) -> dict[int, Any]:
+    """A scan's one mask array at a step, shaped for the lowest of ``ranks`` (sorted; see :func:`loop_mask`),
+    shaped once per leaf rank in the step (a reshape costs less than a further array read at every step)."""
+    return {r: mask_t if r == ranks[0] else backend.reshape(mask_t, (-1,) + (1,) * (r - 1)) for r in ranks}
+
+
+def loop_mask(mask: Any, ranks: Sequence[int]) -> Any:
+    """The ``(time, batch)`` mask as the one array a scan reads: shaped for the lowest leaf rank."""
+    return shape_masks(mask, ranks)[min(ranks)]
+
+
 def masked_update(
     backend: Backend,
     states: Leaves,
@@ -65,8 +76,8 @@ def masked_update(
 def general_body(loop: Loop, n_inputs: int) -> Body:
     """``body((states, prev_output), xs_t) -> ((states, output), ys_t)``.
 
-    ``xs_t``: the input leaves at a step, then the masks (one per rank, see
-    :func:`shape_masks`) if there is a mask; ``ys_t`` the output leaves (empty unless
+    ``xs_t``: the input leaves at a step, then the mask (see :func:`loop_mask`) if
+    there is one; ``ys_t`` the output leaves (empty unless
     ``keep_all``).
     """
     backend, step, shape, keep_all = loop.backend, loop.step, loop.shape, loop.keep_all
@@ -78,7 +89,7 @@ def general_body(loop: Loop, n_inputs: int) -> Body:
         if len(xs_t) == n_inputs:
             states, output = new_states, output
         else:
-            masks = dict(zip(ranks, xs_t[n_inputs:]))
+            masks = mask_at_step(backend, xs_t[n_inputs], ranks)
             states, output = masked_update(
                 backend,
                 states,
@@ -116,7 +127,7 @@ def states_body(loop: Loop, n_inputs: int) -> Body:
         check_same_aliases(shape, output, new_states)
         if len(xs_t) == n_inputs:
             return (new_states, kept), ([new_states[i] for i in aliases] if keep_all else [])
-        masks = dict(zip(ranks, xs_t[n_inputs:]))
+        masks = mask_at_step(backend, xs_t[n_inputs], ranks)
         states = [backend.where(masks[r], n, s) for r, n, s in zip(shape.state_ranks, new_states, states)]
         if not kept:  # no flag: the outputs are the masked states, masked again after the loop if need be
             return (states, kept), ([states[i] for i in aliases] if keep_all else [])

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._masked import Body, general_body, shape_masks, states_body, zero_unless
+from ._masked import Body, general_body, loop_mask, states_body, zero_unless
 from ._python_loop import python_scan
 from ._step import Leaves, Loop, UserStep
 
@@ -53,7 +53,7 @@ def scan_loop(
     n_inputs = len(inputs)
     xs = list(inputs)
     if mask is not None:
-        xs += list(shape_masks(mask, shape.state_ranks + shape.output_ranks).values())
+        xs.append(loop_mask(mask, shape.state_ranks + shape.output_ranks))
     make_body = states_body if shape.aliases is not None else general_body
     # a states-only loop's outputs masked after it, all steps at once, rather than by a flag carried through it
     after = shape.aliases is not None and keep_all and mask is not None and backend.masks_outputs_after_loop
