@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import traceback
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +63,9 @@ class Row:
     steady: bool = True  # see timing.UNSTEADY
     per_step_s: float | None = None  # median_s / T
     checksum: list[float] = field(default_factory=list)  # sums and absolute sums of the outputs or gradients
-    ratio: float | None = None  # median over the fastest peer's on the same problem
+    samples_s: list[float] = field(default_factory=list)  # every sample, in the order of the rounds
+    timed_together: str = ""  # shared by the rows of one problem timed in the same rounds: their samples pair up
+    ratio: float | None = None  # over the fastest peer's on the same problem: the median of the rounds' ratios
     fastest_peer: str | None = None
     max_rel_diff: float | None = None  # of the checksum against rnnscan's on the same problem
     agrees: bool | None = None
@@ -217,8 +220,10 @@ def run_problem(rows: list[Row], impls: list[Impl], settings: Settings) -> list[
         except Exception as error:  # a peer that fails is reported, not dropped
             runners.append(_raiser(error))
     outcomes = measure(runners, settings.repeats, settings.min_sample_s, settings.max_total_s)
+    together = uuid.uuid4().hex[:12]
     for row, outcome in zip(rows, outcomes):
         result = fill(row, outcome)
+        row.timed_together = together
         if row.status == "ok":
             forward = base_mode(row.mode) == FORWARD
             arrays = [np.asarray(result, np.float64) * data.mask[..., None]] if forward else result
@@ -234,7 +239,7 @@ def fill(row: Row, outcome: tuple[Timing, Any] | BaseException) -> Any:
         return None
     timing, result = outcome
     for name, value in dataclasses.asdict(timing).items():
-        setattr(row, name, value)
+        setattr(row, name, list(value) if isinstance(value, tuple) else value)
     row.status, row.per_step_s = "ok", timing.median_s / row.T
     return result
 

@@ -2,7 +2,8 @@
 the grid's ratios, checks, tables and notes (plots: .plots; a suite's own tables: its module).
 
 * Ratios: every figure over the fastest peer (not rnnscan) on the same problem
-  (backend, workload, sizes, pass), so that results from different machines compare.
+  (backend, workload, sizes, pass), so that results from different machines compare:
+  the median of the ratios of the samples of each round (see :func:`ratio`).
 * Checks: every row's numbers (sums of the outputs at kept steps, or of each
   gradient) against rnnscan's on the same problem.
 """
@@ -16,6 +17,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 import textwrap
 from collections import defaultdict
@@ -36,7 +38,8 @@ KNOWN_ERRORS = {
     "state (W3): a limitation of Keras 3, not of rnnscan",
 }
 LEGEND = (
-    "Each cell: µs per time step, median (x its ratio to the fastest peer on the same problem); "
+    "Each cell: µs per time step, median (x its ratio to the fastest peer on the same problem, the median of the "
+    "rounds' ratios); "
     "min-max of the samples; the first call (warm-up, compilation). ~: an unsteady figure (see the notes)."
 )
 
@@ -49,12 +52,21 @@ def derive(rows: list[Row]) -> list[Row]:
         reference = next((r for r in ok if r.impl == "rnnscan"), None)
         for row in ok:
             row.fastest_peer = fastest.impl if fastest else None
-            row.ratio = row.median_s / fastest.median_s if fastest and row.median_s and fastest.median_s else None
+            row.ratio = ratio(row, fastest) if fastest else None
             if reference is not None:
                 row.max_rel_diff = relative_difference(row.checksum, reference.checksum)
                 row.agrees = row.max_rel_diff <= AGREE_RTOL
     backend, mode = {b: k for k, b in enumerate(BACKENDS)}, MODES + XLA_MODES
     return sorted(rows, key=lambda r: (backend.get(r.backend, 9), r.workload, r.B, r.U, r.T, mode.index(r.mode)))
+
+
+def ratio(row: Row, peer: Row) -> float | None:
+    """``row``'s time over ``peer``'s: the median of the ratios of their samples round by round where they were
+    timed in the same rounds (a slow spell of the machine then hits both sides of each ratio), else the ratio of
+    their medians."""
+    if row.timed_together and row.timed_together == peer.timed_together and len(row.samples_s) == len(peer.samples_s):
+        return statistics.median(a / b for a, b in zip(row.samples_s, peer.samples_s)) if row.samples_s else None
+    return row.median_s / peer.median_s if row.median_s and peer.median_s else None
 
 
 def relative_difference(got: list[float], want: list[float]) -> float:
@@ -240,7 +252,8 @@ def markdown_grid(rows: list[Row], doc: dict[str, Any], settings: Settings) -> s
     parts = [
         f"{doc['date']}, `{doc['command']}`, {m['cpu']} ({m['cpus_usable']} usable of {m['cpu_count']} CPUs), "
         f"Python {m['python']}, in {doc['wall_s']:.0f} s. µs per time step, median, and (x) its ratio to the "
-        "fastest peer on the same problem; ~ marks an unsteady figure.",
+        "fastest peer on the same problem (the median of the ratios of the rounds in which they were timed together); "
+        "~ marks an unsteady figure.",
         "\n".join(f"- {line}" for line in workload_lines(settings)),
     ]
     for backend in dict.fromkeys(r.backend for r in rows):

@@ -29,6 +29,7 @@ class Timing:
     samples: int  # how many samples the median is over
     calls_per_sample: int  # calls averaged in each sample (short calls are batched)
     steady: bool  # median <= UNSTEADY * min, after at most one re-measurement
+    samples_s: tuple[float, ...] = ()  # every sample, round by round (the same rounds for all callables measured)
 
 
 def measure(
@@ -89,7 +90,7 @@ def measure(
         s = samples[i]
         q1, q3 = statistics.quantiles(s, n=4, method="inclusive")[::2] if len(s) > 1 else (s[0], s[0])
         median = statistics.median(s)
-        timing = Timing(firsts[i][0], median, min(s), max(s), q1, q3, len(s), numbers[i], _steady(s))
+        timing = Timing(firsts[i][0], median, min(s), max(s), q1, q3, len(s), numbers[i], _steady(s), tuple(s))
         results.append((timing, firsts[i][2]))
     return results
 
