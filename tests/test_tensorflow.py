@@ -388,3 +388,35 @@ def test_graph_loop_runs_only_from_the_first_to_the_last_step_that_keeps_a_sampl
         assert_trees_close(
             optree.tree_map(np.asarray, got), optree.tree_map(np.asarray, expected), rtol=1e-6, atol=1e-6
         )
+
+
+@pytest.mark.parametrize(("units", "after"), [(8, True), (300, False)])
+@pytest.mark.parametrize("zero", [False, True])
+def test_outputs_masked_after_the_loop_or_in_each_step_match_tf_keras(
+    rng: np.random.Generator, units: int, after: bool, zero: bool
+) -> None:
+    """A graph loop whose outputs are its states masks them after the loop for small states, in each step
+    for large ones (measured faster on each side); both give tf-keras's outputs, states and gradients."""
+    import tf_keras
+
+    from rnnscan.backends.tensorflow import BACKEND
+
+    x = tf.constant(rng.standard_normal((32, 7, 3)), tf.float32)
+    h0 = tf.constant(rng.standard_normal((32, units)), tf.float32)
+    w = tf.constant(rng.standard_normal((3, units)), tf.float32)
+    mask = tf.constant(rng.random((32, 7)) < 0.6)
+    assert BACKEND.masks_outputs_after_loop([h0]) is after
+
+    def step(x_t: Any, states: Any) -> Any:
+        h = tf.tanh(x_t @ w + 0.5 * states[0])
+        return h, [h]
+
+    def run(rnn: Callable[..., Any], x: Any, h0: Any, w: Any) -> Any:
+        with tf.GradientTape() as tape:
+            tape.watch([x, h0])
+            last, outputs, (h,) = rnn(step, x, [h0], mask=mask, zero_output_for_mask=zero)
+            loss = tf.reduce_sum(outputs * outputs) + tf.reduce_sum(tf.sin(last)) + tf.reduce_sum(h)
+        return (last, outputs, h), tape.gradient(loss, [x, h0])
+
+    got = tf.function(functools.partial(run, rnnscan.rnn))(x, h0, w)
+    assert_trees_close(FW.tree_numpy(got), FW.tree_numpy(run(tf_keras.backend.rnn, x, h0, w)), atol=1e-5)

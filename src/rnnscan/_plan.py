@@ -56,7 +56,12 @@ def scan_loop(
         xs.append(loop_mask(mask, shape.state_ranks + shape.output_ranks))
     make_body = states_body if shape.aliases is not None else general_body
     # a states-only loop's outputs masked after it, all steps at once, rather than by a flag carried through it
-    after = shape.aliases is not None and keep_all and mask is not None and backend.masks_outputs_after_loop
+    after = (
+        shape.aliases is not None
+        and keep_all
+        and mask is not None
+        and backend.masks_outputs_after_loop([states[i] for i in shape.aliases])
+    )
 
     def body_of(step: UserStep) -> Body:
         return make_body(dataclasses.replace(loop, step=step, shape=shape), n_inputs)

@@ -23,11 +23,6 @@ class Backend:
     name: str = ""
     #: :meth:`scan` runs ``unroll=k`` itself (else the loop runs blocks of k steps)
     unrolls_natively: bool = False
-    #: a traced loop of a step whose outputs are its states carries the states alone, not the
-    #: previous output; with a mask and every output kept, it also carries a flag and masks
-    #: each step's outputs (False), or masks them all after the loop (True, :meth:`kept_so_far`):
-    #: whichever is faster on the framework (measured)
-    masks_outputs_after_loop: bool = False
 
     # -- recognising and converting arrays ---------------------------------
     def owns(self, x: Any) -> bool:
@@ -173,9 +168,16 @@ class Backend:
         runs every step."""
         return None
 
+    def masks_outputs_after_loop(self, states: list[Any]) -> bool:
+        """A traced loop of a step whose outputs are its states (``states``: those leaves, ``(batch,
+        ...)``) carries the states alone, not the previous output; with a mask and every output kept,
+        it also carries a flag and masks each step's outputs (False), or masks them all after the
+        loop (True, :meth:`kept_so_far`): whichever is faster on the framework (measured)."""
+        return False
+
     def kept_so_far(self, mask: Any) -> Any:
         """``(time, batch)`` bool: whether ``mask`` keeps the sample at this step or an earlier one
-        (where :attr:`masks_outputs_after_loop`)."""
+        (where :meth:`masks_outputs_after_loop`)."""
         raise NotImplementedError
 
     def zero_unless_over_time(self, kept: Any, ys: list[Any]) -> list[Any]:
