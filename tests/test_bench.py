@@ -360,6 +360,7 @@ def test_the_recorded_results_are_in_the_one_schema() -> None:
     suites = {p.stem: json.loads(p.read_text())["suite"] for p in recorded.glob("*.json")}
     assert suites == {
         "quick": "grid",
+        "tensorflow": "grid",  # TensorFlow's rows of docs/performance.md
         "keras_lstm": "keras-lstm",
         "long_sequences": "long",
         "parallel_torch": "parallel",  # the parallel suite's two runs (docs/parallel.md)

@@ -21,7 +21,7 @@ from . import _compat
 from ._base import Backend
 
 # Iterations in flight in a while loop: a step's work that does not wait for the previous step (reading its
-# inputs, projecting them) runs ahead on the free cores. 4 on 2 cores measured 2-6% faster than tf-keras's 32
+# inputs, projecting them) runs ahead on the free cores. 4 on 2 cores measured 3-7% faster than tf-keras's 32
 # (and TensorFlow's default 10) on the three workloads of `python -m rnnscan bench`; more cores, more.
 _PARALLEL_ITERATIONS = min(32, 2 * (os.cpu_count() or 1))
 
