@@ -138,10 +138,10 @@ class TensorflowBackend(Backend):
     # -- the loop ----------------------------------------------------------
     def masks_outputs_after_loop(self, states: list[Any]) -> bool:
         # One select over every step after the loop costs less than one in each step and a flag carried
-        # (W1 at B=32, U=64: 10% less time). With larger states, the list of outputs then holds each
-        # step's state, and the next step's state is written to fresh memory, on the loop's critical
-        # path; the select in the step writes the output there instead, on another core (W1 at 8192
-        # elements and more: 15-20% less time with the select in the step).
+        # (W1 at B=32, U=64: 10% less time). From 8192 elements per step, the select in the step is
+        # faster on 2 cores (W1 forward at B=256 or U=256: 15-20%), not on one inter-op thread: as we
+        # read it, with the list of outputs holding each state, the next step's state is written to
+        # fresh memory on the loop's critical path, where the select writes the output on another core.
         sizes = [s.shape.num_elements() for s in states]
         return all(n is not None for n in sizes) and sum(sizes) < 8192  # type: ignore[operator]
 
