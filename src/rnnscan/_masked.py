@@ -34,7 +34,8 @@ def mask_at_step(backend: Backend, mask_t: Any, ranks: Sequence[int]) -> dict[in
 
 def loop_mask(mask: Any, ranks: Sequence[int]) -> Any:
     """The ``(time, batch)`` mask as the one array a scan reads: shaped for the lowest leaf rank."""
-    return shape_masks(mask, ranks)[min(ranks)]
+    lowest = min(ranks)
+    return shape_masks(mask, [lowest])[lowest]
 
 
 def masked_update(

@@ -149,13 +149,13 @@ def execute(rows: list[Row], settings: Settings, impls: list[Impl], progress: Ca
     done: list[Row] = []
     for backend in settings.backends:
         mine = [r for r in rows if r.backend == backend]
-        here = keras_runs_here(backend) if any(by_name[backend, r.impl].in_keras_worker for r in mine) else None
-        for r in mine:
-            if by_name[backend, r.impl].in_keras_worker and here:
-                r.note = f"Keras {here}, {r.note}, in this process"
-        local = [r for r in mine if not by_name[backend, r.impl].in_keras_worker or here]
+        keras = [r for r in mine if by_name[backend, r.impl].in_keras_worker]
+        here = keras_runs_here(backend) if keras else None
+        for r in keras if here else []:
+            r.note = f"Keras {here}, {r.note}, in this process"
+        in_worker = [] if here else keras
+        local = mine if here else [r for r in mine if not by_name[backend, r.impl].in_keras_worker]
         done += run_all(local, lambda r: by_name[r.backend, r.impl], settings, progress)
-        in_worker = [r for r in mine if by_name[backend, r.impl].in_keras_worker and not here]
         done += keras_worker(backend, in_worker, settings, progress) if in_worker else []
     return done
 

@@ -56,7 +56,7 @@ def plot_ratios(rows: list[Row], path: Path, size: tuple[int, int, int]) -> list
                 ax.text(0.98, y + 0.32, f"{failed} (see the notes)", transform=ax.get_yaxis_transform(), ha="right",
                         fontsize=6, color="dimgray")  # fmt: skip
         _ratio_axis(ax, ratios)
-        ax.set_yticks(range(len(problems)), [f"{g[0].workload} {_pass(g[0])}" for g in problems], fontsize=8)
+        ax.set_yticks(range(len(problems)), [f"{g[0].workload} {short_mode(g[0].mode)}" for g in problems], fontsize=8)
         ax.set_ylim(len(problems) - 0.5, -0.5)
         ax.set_title(backend, fontsize=10)
         ax.set_xlabel("rnnscan's time / the peer's (< 1: rnnscan is faster)", fontsize=8)
@@ -108,10 +108,6 @@ def plot_times(rows: list[Row], path: Path, batch: int, units: int) -> list[str]
     handles = _legend([r.impl for r in chosen], markers=False, modes=[r.mode for r in chosen])
     _save(plt, fig, path, f"time per step against T, B={batch} U={units} float32 (medians)", handles)
     return [f"{b}, {w}" for w in workloads for b in backends]
-
-
-def _pass(row: Row) -> str:
-    return short_mode(row.mode)
 
 
 def _pyplot() -> Any:
